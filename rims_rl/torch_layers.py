@@ -1,0 +1,62 @@
+"""Feature extractors: SB3's NatureCNN for Atari (reused as is) and a small CNN for MiniGrid's symbolic view."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import torch as th
+import torch.nn.functional as F
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
+from torch import nn
+
+__all__ = ["MiniGridCNN", "NatureCNN"]
+
+
+class MiniGridCNN(BaseFeaturesExtractor):
+    """
+    CNN for small symbolic grids (MiniGrid's egocentric 7x7 view and extra constant planes).
+
+    Each channel holds integer codes (object, colour, state, target...); every channel is one-hot encoded with
+    ``int(high.max()) + 1`` values, then three 2x2 convolutions (with one 2x2 max-pool) and a linear layer.
+
+    :param observation_space: Box of shape (height, width, channels), channel-last, integer codes in [0, high]
+    :param features_dim: size of the output features
+    """
+
+    def __init__(self, observation_space: gym.Space, features_dim: int = 128) -> None:
+        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 3:
+            raise ValueError(f"MiniGridCNN needs a Box observation shaped (height, width, channels), got {observation_space}")
+        n_values = int(observation_space.high.max()) + 1
+        if n_values > 32:
+            raise ValueError(
+                f"MiniGridCNN one-hot encodes integer codes and allows high <= 31, got high={n_values - 1}; "
+                "wrap the env so that the observation space states the real largest code"
+            )
+        super().__init__(observation_space, features_dim)
+        height, width, channels = observation_space.shape
+        self.n_values = n_values
+        self.cnn = nn.Sequential(
+            nn.Conv2d(channels * n_values, 16, 2),
+            nn.ReLU(),
+            nn.MaxPool2d(2) if min(height, width) >= 5 else nn.Identity(),
+            nn.Conv2d(16, 32, 2),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 2),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with th.no_grad():
+            n_flat = self.cnn(self._one_hot(th.zeros(1, *observation_space.shape))).shape[1]
+        self.linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
+
+    def _one_hot(self, obs: th.Tensor) -> th.Tensor:
+        """(B, H, W, C) codes -> (B, C * n_values, H, W) one-hot planes."""
+        codes = obs.long().clamp_(0, self.n_values - 1)
+        one_hot = F.one_hot(codes, self.n_values).flatten(3).to(th.float32)
+        return one_hot.permute(0, 3, 1, 2)
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        """
+        :param observations: (batch, height, width, channels)
+        :return: (batch, features_dim)
+        """
+        return self.linear(self.cnn(self._one_hot(observations)))
