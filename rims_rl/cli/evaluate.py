@@ -1,0 +1,202 @@
+"""``evaluate.py`` / ``rims-evaluate``: held-out evaluation and the RIMs-versus-LSTM score ratio.
+
+Exit codes: 0 done; 1 a clear error (missing/corrupt checkpoint, space mismatch, unknown setting); 2 bad usage;
+3 nothing to evaluate (no arguments and no pretrained RIMs and LSTM agents in the zoo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+EXIT_NOTHING_TO_EVALUATE = 3
+DEFAULT_SETTING = "gridworld-pickup"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    p = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Evaluate RIMs and LSTM checkpoints on held-out envs; score ratio with bootstrap CIs, tables, plots.",
+    )
+    p.add_argument("--rims", nargs="+", default=[], metavar="CKPT", help="RIMs agents: run folders, .zip files, zoo ids")
+    p.add_argument("--lstm", nargs="+", default=[], metavar="CKPT", help="LSTM agents: run folders, .zip files, zoo ids")
+    p.add_argument("--agent", nargs="+", default=[], metavar="CKPT", help="other agents (scores only; core read from model)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--setting", default=None, help=f"setting whose held-out splits to use (default {DEFAULT_SETTING})")
+    where.add_argument("--env", nargs="+", default=None, metavar="ENV_ID", help="plain gymnasium env ids instead of a setting")
+    p.add_argument("--splits", nargs="+", default=None, help="held-out splits of the setting (default: all)")
+    p.add_argument("-n", "--n-episodes", type=int, default=None, help="episodes per env and seed (default: setting's, or 10)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="evaluation seeds (default: the setting's, or 0)")
+    p.add_argument("--n-envs", type=int, default=1, help="parallel envs (episodes are still counted fairly)")
+    p.add_argument("--deterministic", action="store_true", help="greedy actions (default: sampled)")
+    p.add_argument("--ref-score", type=float, default=None, help="S_ref override (default: human score / max return)")
+    p.add_argument("--no-random", action="store_true", help="skip the uniform-random baseline (no ratio then)")
+    p.add_argument("--n-bootstrap", type=int, default=2000, help="bootstrap replicates for the CIs")
+    p.add_argument("--bootstrap-seed", type=int, default=0)
+    p.add_argument("-o", "--output-dir", default="logs/eval", help="results go to a fresh OUTPUT_DIR/<name>_<n>/")
+    p.add_argument("--name", default=None, help="result folder name (default: the setting or env)")
+    p.add_argument(
+        "--video",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="MP4",
+        help="also record one episode of the first RIMs agent (else the first agent) to MP4",
+    )
+    p.add_argument("--video-steps", type=int, default=1000, help="maximum steps in the video")
+    p.add_argument(
+        "--transfer-finetuned",
+        nargs="+",
+        default=None,
+        metavar="RUN",
+        help="game transfer score: fine-tuned run folders (with --transfer-scratch)",
+    )
+    p.add_argument("--transfer-scratch", nargs="+", default=None, metavar="RUN", help="from-scratch run folders")
+    p.add_argument("--list-zoo", action="store_true", help="list the pretrained agents and exit")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def _zoo_defaults(setting: str) -> tuple[list[str], list[str]]:
+    from rims_rl.zoo import list_zoo
+
+    entries = [e for e in list_zoo() if e.setting == setting]
+    return [e.id for e in entries if e.core == "rims"], [e.id for e in entries if e.core == "lstm"]
+
+
+NO_AGENTS_MESSAGE = """No pretrained RIMs and LSTM agents for {setting} are installed in the zoo (zoo/manifest.json),
+so there is nothing to compare yet. Train one of each, then evaluate the run folders:
+
+    python train.py --algo rims_ppo --env {setting} --seed 0
+    python train.py --algo lstm_ppo --env {setting} --seed 0
+    python evaluate.py --rims logs/rims_ppo/<run> --lstm logs/lstm_ppo/<run>
+
+(or add them to the zoo with rims_rl.zoo.add_to_zoo). See docs/evaluation.md."""
+
+
+def _transfer(args: argparse.Namespace, say: object) -> int:
+    from rims_rl.evaluation import atomic_write_text, new_output_dir, transfer_score
+
+    if not args.transfer_finetuned or not args.transfer_scratch:
+        raise ValueError("--transfer-finetuned and --transfer-scratch must be given together")
+    result = transfer_score(args.transfer_finetuned, args.transfer_scratch)
+    out = new_output_dir(args.output_dir, args.name or "transfer")
+    payload = {**asdict(result), "finetuned": args.transfer_finetuned, "scratch": args.transfer_scratch}
+    atomic_write_text(out / "transfer.json", json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"transfer score (AUC fine-tuned / AUC from scratch, up to {result.until:.0f} steps): {result.score:.3f}")
+    print(f"written: {out / 'transfer.json'}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rims_rl.evaluation import (
+        evaluate,
+        gym_targets,
+        load_model,
+        new_output_dir,
+        print_tables,
+        record_video,
+        resolve_agent,
+        setting_targets,
+        write_outputs,
+    )
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr)
+
+    if args.list_zoo:
+        from rims_rl.zoo import list_zoo
+
+        entries = list_zoo()
+        print("\n".join(f"{e.id}\t{e.algo}\t{e.core}\t{e.setting}\t{e.path}" for e in entries) or "the zoo is empty")
+        return 0
+    if args.transfer_finetuned or args.transfer_scratch:
+        return _transfer(args, say)
+    rims, lstm = list(args.rims), list(args.lstm)
+    if not (rims or lstm or args.agent):
+        setting = args.setting or DEFAULT_SETTING
+        rims, lstm = _zoo_defaults(setting)
+        if not rims or not lstm:
+            print(NO_AGENTS_MESSAGE.format(setting=setting))
+            return EXIT_NOTHING_TO_EVALUATE
+    agents = [resolve_agent(s, "rims") for s in rims] + [resolve_agent(s, "lstm") for s in lstm]
+    agents += [resolve_agent(s) for s in args.agent]
+    labels = [a.label for a in agents]
+    for i, a in enumerate(agents):  # labels must be unique
+        if labels.count(a.label) > 1:
+            a.label = f"{a.label}#{i}"
+    if args.env:
+        targets = gym_targets(args.env, args.n_episodes or 10, args.seeds or [0], args.ref_score)
+        name = args.name or "_".join(e.replace("/", "-") for e in args.env)
+    else:
+        setting = args.setting or DEFAULT_SETTING
+        targets = setting_targets(setting, args.splits, args.n_episodes, args.seeds, args.ref_score)
+        name = args.name or setting
+    result = evaluate(
+        agents,
+        targets,
+        n_envs=args.n_envs,
+        deterministic=args.deterministic,
+        random_baseline=not args.no_random,
+        device=args.device,
+        log=say,
+    )
+    comparison = result.comparison(args.n_bootstrap, args.bootstrap_seed)
+    summaries = result.summaries(args.n_bootstrap, args.bootstrap_seed)
+    if rims and lstm and comparison is None:
+        say("no ratio: S_ref is unknown for some env (pass --ref-score) or the random baseline was skipped")
+    out = new_output_dir(args.output_dir, name)
+    meta = {
+        "name": name,
+        "command": shlex.join(sys.argv),
+        "setting": None if args.env else (args.setting or DEFAULT_SETTING),
+        "targets": [
+            {"label": t.label, "env_id": t.env_id, "seeds": t.seeds, "n_episodes": t.n_episodes, "ref_score": t.ref_score}
+            for t in targets
+        ],
+        "agents": [{"label": a.label, "path": str(a.path), "core": a.core, "algo": a.algo, "seed": a.seed} for a in agents],
+        "deterministic": args.deterministic,
+        "n_envs": args.n_envs,
+        "n_bootstrap": args.n_bootstrap,
+    }
+    files = write_outputs(
+        out, comparison, summaries, result.episodes, result.random, {a.label: a.core for a in agents}, meta, split_plot=True
+    )
+    print_tables(comparison, summaries)
+    if args.video is not None:
+        spec = next((a for a in agents if a.core == "rims"), agents[0])
+        path = Path(args.video) if args.video else out / f"video_{spec.label.replace('/', '_')}.mp4"
+        files["video"] = record_video(
+            load_model(spec.path, args.device), targets[0], path, args.deterministic, max_steps=args.video_steps
+        )
+    print(f"results written to {out}: " + ", ".join(sorted(p.name for p in files.values())))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the evaluator.
+
+    :param argv: command-line arguments (default: sys.argv[1:])
+    :return: exit code (0 ok, 1 error, 2 usage, 3 nothing to evaluate)
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; results already written are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

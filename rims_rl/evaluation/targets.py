@@ -1,0 +1,112 @@
+"""What to evaluate on: a setting's held-out splits, or plain gymnasium env ids, as env factories."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv
+
+from rims_rl.evaluation.scores import reference_score
+
+EnvFactory = Callable[..., VecEnv]
+"""``factory(n_envs=..., seed=..., render_mode=None) -> VecEnv`` (with a Monitor below any reward clipping)."""
+
+
+@dataclass
+class EvalTarget:
+    """One evaluation env.
+
+    :param label: name in tables (the split name, or the env id)
+    :param env_id: gymnasium env id
+    :param make_env: factory of the vectorized evaluation env
+    :param seeds: evaluation seeds; ``n_episodes`` episodes are played for each
+    :param n_episodes: episodes per seed
+    :param ref_score: S_ref (None: unknown, the ratio cannot be computed)
+    """
+
+    label: str
+    env_id: str
+    make_env: EnvFactory
+    seeds: list[int]
+    n_episodes: int
+    ref_score: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def gym_targets(
+    env_ids: Sequence[str], n_episodes: int, seeds: Sequence[int], ref_score: float | None = None
+) -> list[EvalTarget]:
+    """Targets for plain gymnasium ids, each built with SB3's ``make_vec_env`` (Monitor included).
+
+    :param env_ids: gymnasium ids
+    :param n_episodes: episodes per seed
+    :param seeds: evaluation seeds
+    :param ref_score: S_ref for all of them (default: looked up per id; None when unknown)
+    """
+    targets = []
+    for env_id in env_ids:
+
+        def factory(n_envs: int = 1, seed: int | None = None, render_mode: str | None = None, _id: str = env_id) -> VecEnv:
+            env_kwargs = {"render_mode": render_mode} if render_mode else None
+            return make_vec_env(_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
+
+        ref = ref_score
+        if ref is None:
+            try:
+                ref = reference_score(env_id)
+            except ValueError:
+                ref = None
+        targets.append(EvalTarget(env_id, env_id, factory, list(seeds), n_episodes, ref))
+    return targets
+
+
+def setting_targets(
+    name: str,
+    splits: Sequence[str] | None = None,
+    n_episodes: int | None = None,
+    seeds: Sequence[int] | None = None,
+    ref_score: float | None = None,
+) -> list[EvalTarget]:
+    """Targets for a setting's held-out splits (built by ``rims_rl.envs.make_eval_vec_env``).
+
+    :param name: setting name, e.g. "gridworld-pickup"
+    :param splits: splits to evaluate (default: every held-out split, in the setting's order)
+    :param n_episodes: episodes per seed (default: the setting's ``n_eval_episodes``)
+    :param seeds: evaluation seeds (default: the setting's seed of each split)
+    :param ref_score: override S_ref
+    :raises ValueError: unknown setting or split
+    """
+    from rims_rl import envs as rims_envs
+
+    setting = rims_envs.load_setting(name)
+    heldout = setting.heldout
+    chosen = list(splits) if splits else list(heldout)
+    targets = []
+    for split in chosen:
+        entry = setting.env(split)
+
+        def factory(n_envs: int = 1, seed: int | None = None, render_mode: str | None = None, _split: str = split) -> VecEnv:
+            kwargs: dict[str, Any] = {"n_envs": n_envs, "seed": seed}
+            if render_mode:
+                kwargs["render_mode"] = render_mode
+            return rims_envs.make_eval_vec_env(setting, _split, **kwargs)
+
+        ref = ref_score if ref_score is not None else setting.s_ref
+        if ref is None:
+            ref = reference_score(entry.id, setting.kind)
+        split_seeds = list(seeds) if seeds else [int(setting.eval_seeds[split])]
+        targets.append(
+            EvalTarget(
+                split,
+                entry.id,
+                factory,
+                split_seeds,
+                int(n_episodes or setting.n_eval_episodes),
+                float(ref),
+                {"setting": name, "kind": setting.kind},
+            )
+        )
+    return targets
