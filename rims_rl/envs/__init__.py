@@ -1,0 +1,97 @@
+"""rims_rl environments: gridworld novel-obstacle pick-up, Atari factory / flavours / game transfer, settings.
+
+Importing this package registers the gymnasium ids:
+
+- ``MiniGrid-RimsPickup-Train-v0``, ``-Known-v0``, ``-NovelObstacles-v0``, ``-NovelLayout-v0``
+  (observation ``Box(0, 10, (7, 7, 5), uint8)``, see :class:`TargetImageObs`);
+- ``RimsCueRecall-v0`` (the memory task of :mod:`rims_rl.envs.memory`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import gymnasium as gym
+
+from rims_rl.envs.atari import (
+    TRANSFER_SOURCES,
+    TRANSFER_TARGETS,
+    atari_games,
+    atari_settings,
+    check_no_frameskip,
+    check_transfer_compatible,
+    game_flavours,
+    make_atari_env,
+    transfer_pairs,
+    wrap_atari,
+)
+from rims_rl.envs.gridworld import (
+    NOVEL_OBSTACLES,
+    PICKUP_SPLITS,
+    TRAIN_OBSTACLES,
+    RimsPickupEnv,
+    TargetImageObs,
+    make_pickup_env,
+)
+from rims_rl.envs.settings import DEFAULT_SETTING, EnvEntry, Setting, list_settings, load_setting
+from rims_rl.envs.vec import UnknownEnvError, make_env, make_eval_vec_env, make_vec_env, resolve
+
+#: Registered gridworld ids, by split.
+PICKUP_IDS: dict[str, str] = {
+    "train": "MiniGrid-RimsPickup-Train-v0",
+    "known": "MiniGrid-RimsPickup-Known-v0",
+    "novel-obstacles": "MiniGrid-RimsPickup-NovelObstacles-v0",
+    "novel-layout": "MiniGrid-RimsPickup-NovelLayout-v0",
+}
+CUE_RECALL_ID = "RimsCueRecall-v0"
+
+
+def _register() -> list[str]:
+    ids = []
+    for split, env_id in PICKUP_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point="rims_rl.envs.gridworld:make_pickup_env", kwargs={"split": split})
+        ids.append(env_id)
+    if importlib.util.find_spec("rims_rl.envs.memory") is not None:
+        from rims_rl.envs import memory as memory  # the lead's memory task
+
+        if CUE_RECALL_ID not in gym.registry:
+            gym.register(id=CUE_RECALL_ID, entry_point="rims_rl.envs.memory:CueRecallEnv")
+        ids.append(CUE_RECALL_ID)
+    return ids
+
+
+#: Every gymnasium id this package registers.
+REGISTERED_IDS: list[str] = _register()
+
+__all__ = [
+    "CUE_RECALL_ID",
+    "DEFAULT_SETTING",
+    "NOVEL_OBSTACLES",
+    "PICKUP_IDS",
+    "PICKUP_SPLITS",
+    "REGISTERED_IDS",
+    "TRAIN_OBSTACLES",
+    "TRANSFER_SOURCES",
+    "TRANSFER_TARGETS",
+    "EnvEntry",
+    "RimsPickupEnv",
+    "Setting",
+    "TargetImageObs",
+    "UnknownEnvError",
+    "atari_games",
+    "atari_settings",
+    "check_no_frameskip",
+    "check_transfer_compatible",
+    "game_flavours",
+    "list_settings",
+    "load_setting",
+    "make_atari_env",
+    "make_env",
+    "make_eval_vec_env",
+    "make_pickup_env",
+    "make_vec_env",
+    "resolve",
+    "transfer_pairs",
+    "wrap_atari",
+]
