@@ -1,0 +1,175 @@
+"""End-to-end evaluator: tiny in-test agents, the CLI, written files, zoo, transfer score, clean errors."""
+
+import csv
+import json
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+from sb3_contrib import RecurrentPPO
+
+from rims_rl.cli.evaluate import EXIT_NOTHING_TO_EVALUATE, main
+from rims_rl.evaluation import transfer_score
+from rims_rl.evaluation.transfer import curve_area
+from rims_rl.zoo import add_to_zoo, list_zoo, load_zoo_agent
+
+
+@pytest.fixture(scope="module")
+def agents(tmp_path_factory):
+    """A tiny RIMs agent and a tiny LSTM agent on CartPole, trained for 64 steps each."""
+    from rims_rl.policies import MlpRimsPolicy
+
+    root = tmp_path_factory.mktemp("agents")
+    paths = {}
+    for core, core_kwargs in (("rims", {"n_units": 4, "k_active": 2, "unit_size": 8}), ("lstm", {"hidden_size": 16})):
+        model = RecurrentPPO(
+            MlpRimsPolicy,
+            "CartPole-v1",
+            n_steps=32,
+            batch_size=32,
+            n_epochs=1,
+            seed=0,
+            device="cpu",
+            policy_kwargs={"core": core, "core_kwargs": core_kwargs, "net_arch": []},
+        )
+        model.learn(64)
+        paths[core] = root / f"{core}.zip"
+        model.save(paths[core])
+    return paths
+
+
+def test_end_to_end_files_written_and_readable(agents, tmp_path, capsys):
+    out_root = tmp_path / "eval"
+    argv = [
+        "--rims",
+        str(agents["rims"]),
+        "--lstm",
+        str(agents["lstm"]),
+        "--env",
+        "CartPole-v1",
+        "-n",
+        "3",
+        "--n-envs",
+        "2",
+        "--ref-score",
+        "500",
+        "--n-bootstrap",
+        "200",
+        "-o",
+        str(out_root),
+        "-q",
+    ]
+    assert main(argv) == 0
+    (out,) = list(out_root.iterdir())
+    for name in ("report.md", "scores.csv", "episodes.csv", "ratios.csv", "results.json", "ratios.png", "splits.png"):
+        assert (out / name).is_file(), name
+    data = json.loads((out / "results.json").read_text())
+    row = data["comparison"]["envs"][0]
+    assert row["env"] == "CartPole-v1" and row["s_ref"] == 500.0 and row["n_episodes"] == 3
+    with open(out / "episodes.csv") as f:
+        episodes = list(csv.DictReader(f))
+    assert len(episodes) == 9  # 3 episodes x (rims, lstm, random)
+    rims_returns = [float(e["return"]) for e in episodes if e["core"] == "rims"]
+    assert row["s_rims"] == pytest.approx(np.mean(rims_returns))
+    expected_ratio = (row["s_rims"] - row["s_lstm"]) / (max(row["s_lstm"], 500.0) - row["s_random"])
+    assert row["ratio"] == pytest.approx(expected_ratio)
+    assert imageio.imread(out / "ratios.png").ndim == 3
+    assert "Score ratio" in capsys.readouterr().out
+    # a second run never overwrites the first
+    assert main(argv) == 0
+    assert sorted(p.name for p in out_root.iterdir()) == ["CartPole-v1_1", "CartPole-v1_2"]
+
+
+def test_video_with_active_unit_panel(agents, tmp_path):
+    video = tmp_path / "ep.mp4"
+    argv = [
+        "--rims",
+        str(agents["rims"]),
+        "--env",
+        "CartPole-v1",
+        "-n",
+        "1",
+        "--no-random",
+        "--video",
+        str(video),
+        "--video-steps",
+        "20",
+        "-o",
+        str(tmp_path / "eval"),
+        "-q",
+    ]
+    assert main(argv) == 0
+    frames = imageio.mimread(video)
+    assert len(frames) >= 5
+    assert frames[0].shape[1] > 600  # CartPole frame (600 wide) plus the unit panel
+
+
+def test_no_arguments_without_zoo_agents(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RIMS_RL_ZOO", str(tmp_path))
+    assert main([]) == EXIT_NOTHING_TO_EVALUATE
+    out = capsys.readouterr().out
+    assert "No pretrained" in out and "train.py --algo rims_ppo" in out and "train.py --algo lstm_ppo" in out
+
+
+@pytest.mark.parametrize(
+    "argv_tail, fragment",
+    [
+        (["--rims", "missing.zip", "--lstm", "missing2.zip"], "checkpoint not found"),
+        (["--rims", "no-such-zoo-agent", "--lstm", "x.zip"], "neither a run folder"),
+    ],
+)
+def test_cli_errors_are_one_line(argv_tail, fragment, tmp_path, capsys):
+    assert main([*argv_tail, "--env", "CartPole-v1", "-o", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_cli_corrupt_and_mismatched_checkpoints(agents, tmp_path, capsys):
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"garbage")
+    assert main(["--agent", str(bad), "--env", "CartPole-v1", "-o", str(tmp_path), "-q"]) == 1
+    assert "corrupt" in capsys.readouterr().err
+    # CartPole agent on Acrobot: 4-dim vs 6-dim observations
+    assert main(["--agent", str(agents["lstm"]), "--env", "Acrobot-v1", "-o", str(tmp_path), "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "observation space mismatch" in err and "(4,)" in err and "(6,)" in err and len(err.splitlines()) == 1
+
+
+def test_zoo_roundtrip_and_integrity(agents, tmp_path):
+    entry = add_to_zoo(
+        agents["lstm"], "cartpole/lstm_ppo/seed0", "lstm_ppo", "lstm", "cartpole", "CartPole-v1", 0, root=tmp_path
+    )
+    assert [e.id for e in list_zoo(tmp_path)] == [entry.id]
+    model = load_zoo_agent(entry.id, root=tmp_path)
+    assert model.observation_space.shape == (4,)
+    with pytest.raises(ValueError, match="already"):
+        add_to_zoo(agents["lstm"], entry.id, "lstm_ppo", "lstm", "cartpole", "CartPole-v1", root=tmp_path)
+    with pytest.raises(KeyError, match="did you mean"):
+        load_zoo_agent("cartpole/lstm_ppo/seed1", root=tmp_path)
+    with open(tmp_path / entry.path, "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        load_zoo_agent(entry.id, root=tmp_path)
+
+
+def test_repository_zoo_manifest_is_valid():
+    list_zoo()  # parses; may be empty
+
+
+def _run(folder, timesteps, scores):
+    folder.mkdir()
+    results = np.repeat(np.asarray(scores, dtype=float)[:, None], 2, axis=1)
+    np.savez(folder / "evaluations.npz", timesteps=np.asarray(timesteps), results=results)
+    return folder
+
+
+def test_transfer_score(tmp_path, capsys):
+    # fine-tuned: constant 2 over [0, 100] -> area 200; scratch: 0 -> 2 linearly -> area 100
+    fine = _run(tmp_path / "fine", [0, 50, 100, 150], [2, 2, 2, 2])
+    scratch = _run(tmp_path / "scratch", [0, 50, 100], [0, 1, 2])
+    result = transfer_score([fine], [scratch])
+    assert result.until == 100 and result.area_finetuned == pytest.approx(200) and result.area_scratch == pytest.approx(100)
+    assert result.score == pytest.approx(2.0)
+    assert curve_area(np.array([0.0, 10.0]), np.array([1.0, 3.0]), until=5.0) == pytest.approx(7.5)
+    assert main(["--transfer-finetuned", str(fine), "--transfer-scratch", str(scratch), "-o", str(tmp_path / "o")]) == 0
+    assert "2.000" in capsys.readouterr().out
