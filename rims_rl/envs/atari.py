@@ -4,7 +4,8 @@ The raw env is ``ALE/<Game>-v5`` created with ``frameskip=1`` (ALE's own sticky 
 per emulator frame, as in Machado et al. 2018); SB3's :class:`~stable_baselines3.common.atari_wrappers.AtariWrapper`
 then repeats each action 4 frames with max-pooling, resizes to 84x84 grayscale and no-op-resets. Training envs
 add reward clipping and life-loss termination; evaluation envs do neither. A :class:`Monitor` sits directly on the
-raw ALE env, below every wrapper, so its episode return ``r`` is always the true score of a whole game.
+raw ALE env, below every wrapper, so its episode return ``r`` is always the true score of a whole game (its
+episode length ``l`` counts emulator frames, including no-op resets, not agent steps).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import ale_py
 import gymnasium as gym
-from stable_baselines3.common.atari_wrappers import AtariWrapper
+from stable_baselines3.common import atari_wrappers as sb3_atari
 from stable_baselines3.common.monitor import Monitor
 
 gym.register_envs(ale_py)
@@ -196,7 +197,7 @@ def atari_settings(
         noop_max=NOOP_MAX,
         screen_size=SCREEN_SIZE,
         grayscale=True,
-        fire_reset="when the game has FIRE (SB3 AtariWrapper)",
+        fire_reset="when the game has FIRE (as SB3 AtariWrapper)",
         clip_reward=bool(training),
         terminal_on_life_loss=bool(training),
         monitor="below all wrappers: episode r is the true game score",
@@ -218,9 +219,25 @@ def check_no_frameskip(env: gym.Env) -> None:
         )
 
 
+class EpisodicLifeEnv(sb3_atari.EpisodicLifeEnv):
+    """SB3's life-loss wrapper, except that ``reset(seed=...)`` always starts a new game (so seeding is reproducible)."""
+
+    def reset(self, **kwargs: Any) -> sb3_atari.AtariResetReturn:
+        """
+        :param kwargs: passed to the env's reset; a seed forces a real reset
+        :return: (obs, info)
+        """
+        if kwargs.get("seed") is not None:
+            self.was_real_done = True
+        return super().reset(**kwargs)
+
+
 def wrap_atari(env: gym.Env, *, training: bool, monitor_file: str | None = None, monitor: bool = True) -> gym.Env:
     """
     Apply rims_rl's Atari preprocessing to a raw ALE env created with ``frameskip=1``.
+
+    The wrapper chain is SB3's :class:`~stable_baselines3.common.atari_wrappers.AtariWrapper` (sticky actions left
+    to ALE), with :class:`EpisodicLifeEnv` in place of SB3's so that a seeded reset always starts a new game.
 
     :param env: raw ALE env
     :param training: add reward clipping and life-loss termination
@@ -231,15 +248,16 @@ def wrap_atari(env: gym.Env, *, training: bool, monitor_file: str | None = None,
     check_no_frameskip(env)
     if monitor:
         env = Monitor(env, filename=monitor_file)
-    return AtariWrapper(
-        env,
-        noop_max=NOOP_MAX,
-        frame_skip=FRAME_SKIP,
-        screen_size=SCREEN_SIZE,
-        terminal_on_life_loss=training,
-        clip_reward=training,
-        action_repeat_probability=0.0,  # ALE applies the sticky actions itself
-    )
+    env = sb3_atari.NoopResetEnv(env, noop_max=NOOP_MAX)
+    env = sb3_atari.MaxAndSkipEnv(env, skip=FRAME_SKIP)
+    if training:
+        env = EpisodicLifeEnv(env)
+    if "FIRE" in env.unwrapped.get_action_meanings():  # type: ignore[attr-defined]
+        env = sb3_atari.FireResetEnv(env)
+    env = sb3_atari.WarpFrame(env, width=SCREEN_SIZE, height=SCREEN_SIZE)
+    if training:
+        env = sb3_atari.ClipRewardEnv(env)
+    return env
 
 
 def make_atari_env(

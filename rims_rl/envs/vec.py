@@ -101,11 +101,12 @@ def make_vec_env(
     frame_stack: int | None = None,
     monitor_dir: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    split: str = "train",
 ) -> VecEnv:
     """
     A seeded, monitored VecEnv (env ``i`` is seeded with ``seed + i`` at its first reset).
 
-    :param env: a setting name or :class:`Setting` (its training env), an :class:`EnvEntry`, an ALE game name
+    :param env: a setting name or :class:`Setting` (its ``split`` env), an :class:`EnvEntry`, an ALE game name
         (``"Pong"``), or any gymnasium id (MiniGrid, ``"RimsCueRecall-v0"``, ...)
     :param n_envs: number of envs
     :param seed: base seed (None: unseeded)
@@ -114,11 +115,16 @@ def make_vec_env(
     :param frame_stack: frames to stack (None: the setting's default, else none; 0 or 1: none)
     :param monitor_dir: folder for Monitor CSV files (one per env)
     :param env_kwargs: extra constructor kwargs for every env
+    :param split: with a setting: which of its envs to train on, e.g. a target game of ``atari-transfer``
     :return: the VecEnv
     """
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1 (got {n_envs})")
     setting, entry = resolve(env)
+    if setting is not None:
+        entry = setting.env(split)
+    elif split != "train":
+        raise ValueError(f"{env!r} is not a setting, so it has no split {split!r}; allowed: train")
     return _build(entry, setting, n_envs, seed, training, vec_env_cls, frame_stack, monitor_dir, env_kwargs)
 
 
@@ -145,6 +151,8 @@ def make_eval_vec_env(
     :param env_kwargs: extra constructor kwargs
     :return: the VecEnv
     """
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be >= 1 (got {n_envs})")
     setting, entry = resolve(env)
     if setting is None:
         if split != "train":
@@ -182,7 +190,7 @@ def _build(
         cls = vec_env_cls
     else:
         raise ValueError(f"vec_env_cls must be 'dummy', 'subproc' or a VecEnv class (got {vec_env_cls!r})")
-    venv: VecEnv = cls(fns)  # type: ignore[arg-type]
+    venv: VecEnv = cls(fns)  # type: ignore[arg-type, call-arg]
     if seed is not None:
         venv.seed(seed)
         venv.action_space.seed(seed)
