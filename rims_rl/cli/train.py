@@ -1,0 +1,430 @@
+"""``rims-train`` / ``python train.py``: train RIMs-PPO or LSTM-PPO (one trainer, RecurrentPPO; only the core differs).
+
+Run folders follow rl-baselines3-zoo: ``<log-folder>/<algo>/<env>_<n>/`` with config.yml, args.yml, command.txt,
+checkpoints/, best_model.zip, ``<env>.zip`` (final model), evaluations.npz and TensorBoard events (tb_1/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from rims_rl.config import ALGOS, AgentConfig, ConfigError, load_agent_config, parse_override
+
+DEFAULT_SETTING = "gridworld-pickup"
+#: ``python train.py`` with no arguments: a short run that shows the whole pipeline on 2 CPU cores.
+QUICK_START = {"n_timesteps": 60_000, "eval_freq": 20_000, "save_freq": 20_000}
+
+
+class CliError(Exception):
+    """A user error reported as one line (no traceback), exit code 2."""
+
+
+def _policy_classes() -> dict[str, Any]:
+    """:return: whitelist of policy names -> classes (no name is ever evaluated)."""
+    from rims_rl.policies import CnnRimsPolicy, MlpRimsPolicy, MultiInputRimsPolicy
+
+    return {"MlpRimsPolicy": MlpRimsPolicy, "CnnRimsPolicy": CnnRimsPolicy, "MultiInputRimsPolicy": MultiInputRimsPolicy}
+
+
+def _features_extractors() -> dict[str, Any]:
+    """:return: whitelist of features extractor names -> classes."""
+    from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
+
+    from rims_rl.torch_layers import MiniGridCNN
+
+    return {"NatureCNN": NatureCNN, "MiniGridCNN": MiniGridCNN, "FlattenExtractor": FlattenExtractor,
+            "CombinedExtractor": CombinedExtractor}  # fmt: skip
+
+
+def _activations() -> dict[str, Any]:
+    """:return: whitelist of activation names -> torch classes."""
+    from torch import nn
+
+    return {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
+
+
+def build_policy(config: AgentConfig, algo: str) -> tuple[Any, dict[str, Any]]:
+    """
+    :param config: hyperparameters
+    :param algo: ``rims_ppo`` or ``lstm_ppo`` (sets the core)
+    :return: (policy class, policy_kwargs)
+    """
+    policies = _policy_classes()
+    if config.policy not in policies:
+        raise ConfigError(f"unknown policy {config.policy!r}; valid: {', '.join(policies)}")
+    pk = config.policy_kwargs
+    kwargs: dict[str, Any] = {"core": ALGOS[algo], "core_kwargs": dict(pk.core_kwargs)}
+    if pk.features_extractor is not None:
+        extractors = _features_extractors()
+        if pk.features_extractor not in extractors:
+            raise ConfigError(f"unknown features_extractor {pk.features_extractor!r}; valid: {', '.join(extractors)}")
+        kwargs["features_extractor_class"] = extractors[pk.features_extractor]
+        kwargs["features_extractor_kwargs"] = dict(pk.features_extractor_kwargs)
+    if pk.activation_fn is not None:
+        activations = _activations()
+        if pk.activation_fn not in activations:
+            raise ConfigError(f"unknown activation_fn {pk.activation_fn!r}; valid: {', '.join(activations)}")
+        kwargs["activation_fn"] = activations[pk.activation_fn]
+    for name in ("net_arch", "ortho_init", "shared_core", "enable_critic_lstm", "share_features_extractor",
+                 "normalize_images"):  # fmt: skip
+        value = getattr(pk, name)
+        if value is not None:
+            kwargs[name] = value
+    return policies[config.policy], kwargs
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """
+    :param argv: command-line arguments (None: ``sys.argv[1:]``)
+    :return: parsed arguments
+    """
+    parser = argparse.ArgumentParser(
+        prog="rims-train",
+        description="Train RIMs-PPO or LSTM-PPO (RecurrentPPO; only the recurrent core differs).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--algo", default="rims_ppo", help=f"one of {', '.join(ALGOS)}")
+    parser.add_argument("--env", default=None, help=f"env id or setting name (default: the {DEFAULT_SETTING!r} training env)")
+    parser.add_argument("-n", "--n-timesteps", type=int, default=None, help="total timesteps (default: from the YAML)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("-f", "--log-folder", default="logs", help="root of the run folders")
+    parser.add_argument("--eval-freq", type=int, default=None, help="evaluate every N timesteps (<= 0: never)")
+    parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
+    parser.add_argument("--save-freq", type=int, default=None, help="checkpoint every N timesteps (<= 0: only at the end)")
+    parser.add_argument("--tensorboard-log", default=None, help="TensorBoard root (default: inside the run folder)")
+    parser.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE",
+                        help="override hyperparameters, values as YAML; dotted keys reach nested ones, e.g. "
+                             "learning_rate:lin_3e-4 policy_kwargs.core_kwargs.k_active:3")  # fmt: skip
+    parser.add_argument("--device", default="auto", help="torch device (auto, cpu, cuda)")
+    parser.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy", help="VecEnv class")
+    parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: from the YAML)")
+    parser.add_argument("-i", "--trained-agent", default=None,
+                        help="start from this checkpoint's weights (also for game transfer; spaces must match)")  # fmt: skip
+    parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_OR_CHECKPOINT",
+                        help="continue an interrupted run exactly: a run folder, a checkpoint, or (no value) the "
+                             "latest run of --algo/--env")  # fmt: skip
+    parser.add_argument("--agents-dir", default=None, help="folder of the hyperparameter YAML files (default: agents/)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    parser.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: SB3 logs")
+    return parser.parse_args(argv)
+
+
+def _sanitize(env_id: str) -> str:
+    """:return: ``env_id`` usable as a folder name (``ALE/Pong-v5`` -> ``ALE-Pong-v5``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", env_id)
+
+
+def new_run_folder(log_folder: str, algo: str, env_id: str) -> Path:
+    """
+    :return: ``<log_folder>/<algo>/<env>_<n>`` with n one more than the largest existing (created here)
+    """
+    root = Path(log_folder) / algo
+    root.mkdir(parents=True, exist_ok=True)
+    prefix = _sanitize(env_id) + "_"
+    ids = [int(p.name[len(prefix) :]) for p in root.iterdir() if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()]
+    while True:  # mkdir without exist_ok: two concurrent runs never share a folder
+        folder = root / f"{prefix}{max(ids, default=0) + 1}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            ids.append(max(ids, default=0) + 1)
+
+
+def _write_yaml(path: Path, data: Any) -> None:
+    from rims_rl.checkpoint import atomic_write
+
+    with atomic_write(path) as file:
+        file.write(yaml.safe_dump(data, sort_keys=False).encode())
+
+
+def _resolve_env(name: str | None) -> tuple[Any, str]:
+    """
+    :param name: env id or setting name (None: the default setting)
+    :return: (setting or None, training env id)
+    """
+    from rims_rl.envs.vec import resolve
+
+    try:
+        setting, entry = resolve(name or DEFAULT_SETTING)
+    except ValueError as error:
+        raise CliError(str(error).splitlines()[0]) from None
+    return setting, entry.id
+
+
+def make_training_env(env: str, config: AgentConfig, n_envs: int, seed: int, vec_env: str) -> Any:
+    """
+    :param env: env id or setting name
+    :param config: hyperparameters (frame_stack, normalize, env_kwargs)
+    :param n_envs: number of envs
+    :param seed: base seed
+    :param vec_env: ``dummy`` or ``subproc``
+    :return: the training VecEnv (monitored; VecNormalize if ``config.normalize``)
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from rims_rl.envs.vec import make_vec_env
+
+    venv = make_vec_env(env, n_envs=n_envs, seed=seed, training=True, vec_env_cls=vec_env,  # type: ignore[arg-type]
+                        frame_stack=config.frame_stack, env_kwargs=config.env_kwargs or None)  # fmt: skip
+    if config.normalize:
+        venv = VecNormalize(venv, **config.normalize_kwargs)
+    return venv
+
+
+def make_evaluation_env(env: str, config: AgentConfig, split: str = "train", seed: int | None = None) -> Any:
+    """
+    :return: a one-env evaluation VecEnv (true scores), wrapped like the training env
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from rims_rl.envs.vec import make_eval_vec_env
+
+    venv = make_eval_vec_env(env, split=split, n_envs=1, seed=seed, frame_stack=config.frame_stack,
+                             env_kwargs=config.env_kwargs or None)  # fmt: skip
+    if config.normalize:
+        venv = VecNormalize(venv, training=False, norm_reward=False, **{k: v for k, v in config.normalize_kwargs.items()
+                                                                        if k not in ("training", "norm_reward")})  # fmt: skip
+    return venv
+
+
+def _find_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, Path]:
+    """
+    :return: (run folder, checkpoint) for ``--resume``
+    """
+    from rims_rl.checkpoint import latest_checkpoint
+
+    target = Path(args.resume)
+    if args.resume == "latest":
+        _, env_id = _resolve_env(args.env)
+        root = Path(args.log_folder) / args.algo
+        prefix = _sanitize(env_id) + "_"
+        runs = sorted(
+            (int(p.name[len(prefix) :]), p) for p in root.glob(prefix + "*") if p.name[len(prefix) :].isdigit()
+        ) if root.is_dir() else []  # fmt: skip
+        if not runs:
+            raise CliError(f"--resume: no run of {args.algo} on {env_id} under {root}")
+        target = runs[-1][1]
+    if target.is_file():
+        return target.parent.parent, target
+    if not (target / "config.yml").is_file():
+        raise CliError(f"--resume: {target} is neither a run folder (with config.yml) nor a checkpoint file")
+    checkpoint = latest_checkpoint(target / "checkpoints")
+    if checkpoint is None:
+        raise CliError(f"--resume: no complete checkpoint in {target / 'checkpoints'}")
+    return target, checkpoint
+
+
+def _load_trained_agent(model: Any, path: str) -> None:
+    """
+    Copy a checkpoint's policy weights into ``model`` (fresh optimizer), after checking that the spaces match.
+
+    :param model: the new model, built for the target env
+    :param path: checkpoint zip
+    """
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    if not os.path.isfile(path):
+        raise CliError(f"--trained-agent: no such file {path}")
+    try:
+        data, params, _ = load_from_zip_file(path, device=model.device)
+    except Exception as error:
+        raise CliError(f"--trained-agent: cannot read {path}: {error}") from None
+    assert data is not None and params is not None
+    for name in ("observation_space", "action_space"):
+        if data.get(name) != getattr(model, name):
+            raise CliError(f"--trained-agent: {name} differs: checkpoint {data.get(name)} vs env {getattr(model, name)}")
+    try:
+        model.policy.load_state_dict(params["policy"])
+    except RuntimeError as error:
+        raise CliError(f"--trained-agent: policy architecture differs: {str(error).splitlines()[0]}") from None
+
+
+def evaluate_heldout(model: Any, setting: Any, config: AgentConfig, n_episodes: int) -> dict[str, tuple[float, float]]:
+    """
+    Evaluate on every split of the setting, carrying the recurrent state (stochastic actions, as rl-zoo does).
+
+    :return: split -> (mean return, std return)
+    """
+    from rims_rl.evaluation.rollout import run_episodes
+
+    summary = {}
+    for split in setting.splits:
+        env = make_evaluation_env(setting.name, config, split=split)
+        if config.normalize:
+            from stable_baselines3.common.vec_env import sync_envs_normalization
+
+            sync_envs_normalization(model.get_env(), env)
+        episodes = run_episodes(model, env, n_episodes, deterministic=False)
+        env.close()
+        summary[split] = (float(np.mean(episodes.returns)), float(np.std(episodes.returns)))
+    return summary
+
+
+def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
+    """
+    :param args: parsed arguments
+    :param argv: the raw arguments (for command.txt)
+    :return: exit code
+    """
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3.common.callbacks import CallbackList
+    from stable_baselines3.common.utils import set_random_seed
+
+    from rims_rl.callbacks import (
+        ResumableCheckpointCallback,
+        ResumableEvalCallback,
+        RimsDiagnosticsCallback,
+        SaveBestModelCallback,
+        TrainingInterrupted,
+    )
+    from rims_rl.checkpoint import read_resume_state, restore_resume_state, save_model_atomic
+
+    if args.algo not in ALGOS:
+        raise CliError(f"unknown algo {args.algo!r}; valid: {', '.join(ALGOS)}")
+    if args.resume is not None and args.trained_agent is not None:
+        raise CliError("--resume and --trained-agent cannot be combined")
+
+    resume_from: Path | None = None
+    if args.resume is not None:
+        run_folder, resume_from = _find_resume_checkpoint(args)
+        saved = yaml.safe_load((run_folder / "args.yml").read_text())
+        raw_config = yaml.safe_load((run_folder / "config.yml").read_text())
+        env_name, algo, seed = saved["env"], saved["algo"], saved["seed"]
+        n_envs, n_timesteps = saved["n_envs"], saved["n_timesteps"]
+        vec_env = saved["vec_env"]
+        eval_freq, save_freq, eval_episodes = saved["eval_freq"], saved["save_freq"], saved["eval_episodes"]
+        if args.n_timesteps is not None:
+            n_timesteps = args.n_timesteps  # extends the run; schedules then follow the new total
+        from rims_rl.config import _build
+
+        config = _build(AgentConfig, raw_config, str(run_folder / "config.yml"))
+        setting, env_id = _resolve_env(env_name)
+        print(f"Resuming {run_folder} from {resume_from}")
+    else:
+        algo = args.algo
+        setting, env_id = _resolve_env(args.env)
+        env_name = args.env or DEFAULT_SETTING
+        overrides = dict(parse_override(item) for item in args.hyperparams)
+        config, section = load_agent_config(algo, env_id, overrides, args.agents_dir)
+        quick = not argv
+        n_timesteps = args.n_timesteps or (QUICK_START["n_timesteps"] if quick else config.n_timesteps)
+        n_envs = args.n_envs or config.n_envs
+        config.n_timesteps, config.n_envs = n_timesteps, n_envs
+        seed, vec_env, eval_episodes = args.seed, args.vec_env, args.eval_episodes
+        default_freq = max(n_timesteps // 20, n_envs * config.n_steps)
+        eval_freq = args.eval_freq if args.eval_freq is not None else (QUICK_START["eval_freq"] if quick else default_freq)
+        save_freq = args.save_freq if args.save_freq is not None else (QUICK_START["save_freq"] if quick else default_freq)
+        build_policy(config, algo)  # validate names before creating anything on disk
+        run_folder = new_run_folder(args.log_folder, algo, env_id)
+        _write_yaml(run_folder / "config.yml", config.to_dict())
+        saved = dict(vars(args), algo=algo, env=env_name, env_id=env_id, seed=seed, n_envs=n_envs, n_timesteps=n_timesteps,
+                     eval_freq=eval_freq, save_freq=save_freq, hyperparams_section=section,
+                     setting=setting.name if setting is not None else None)  # fmt: skip
+        _write_yaml(run_folder / "args.yml", saved)
+        (run_folder / "command.txt").write_text(shlex.join(["rims-train", *argv]) + "\n")
+
+    set_random_seed(seed)
+    env = make_training_env(env_name, config, n_envs, seed, vec_env)
+    policy_class, policy_kwargs = build_policy(config, algo)
+    tb_root = args.tensorboard_log or str(run_folder)
+    tb_name = "tb" if args.tensorboard_log is None else f"{_sanitize(env_id)}_{algo}_{run_folder.name.rsplit('_', 1)[-1]}"
+
+    if resume_from is not None:
+        model = RecurrentPPO.load(resume_from, env=env, device=args.device, force_reset=False, tensorboard_log=tb_root)
+        state = read_resume_state(resume_from)
+        if state is None or not restore_resume_state(model, state):
+            warnings.warn("the training env state could not be restored: the resumed run is not bit-exact", stacklevel=1)
+        remaining = n_timesteps - model.num_timesteps
+        reset = False
+    else:
+        model = RecurrentPPO(policy_class, env, policy_kwargs=policy_kwargs, seed=seed, device=args.device,
+                             tensorboard_log=tb_root, verbose=args.verbose, **config.ppo_kwargs())  # fmt: skip
+        if args.trained_agent is not None:
+            _load_trained_agent(model, args.trained_agent)
+        remaining, reset = n_timesteps, True
+
+    checkpoints = ResumableCheckpointCallback(save_freq, str(run_folder / "checkpoints"), verbose=args.verbose)
+    callbacks: list[Any] = [RimsDiagnosticsCallback(), checkpoints]
+    eval_env = None
+    if eval_freq > 0:
+        eval_env = make_evaluation_env(env_name, config)
+        callbacks.append(ResumableEvalCallback(
+            eval_env, eval_freq, n_eval_episodes=eval_episodes, log_path=str(run_folder),
+            best_model_save_path=None, callback_on_new_best=SaveBestModelCallback(str(run_folder)),
+            callback_after_eval=RimsDiagnosticsCallback(), deterministic=False, verbose=args.verbose,
+        ))  # fmt: skip
+
+    previous_handler = signal.signal(signal.SIGINT, checkpoints.handle_sigint)
+    status = 0
+    try:
+        if remaining > 0:
+            model.learn(remaining, callback=CallbackList(callbacks), tb_log_name=tb_name, reset_num_timesteps=reset,
+                        progress_bar=args.progress)  # fmt: skip
+        if checkpoints.model is None:  # learn() did not run (nothing left to do)
+            checkpoints.init_callback(model)
+        checkpoints.num_timesteps = model.num_timesteps
+        if checkpoints.last_save_timesteps != model.num_timesteps or checkpoints.last_checkpoint is None:
+            checkpoints.save_checkpoint()
+    except TrainingInterrupted as stop:
+        print(f"Interrupted at {model.num_timesteps} timesteps; checkpoint: {stop.checkpoint}")
+        print(f"Continue with: rims-train --resume {run_folder}")
+        status = 130
+    except KeyboardInterrupt:
+        last = checkpoints.last_checkpoint or "none yet"
+        print(f"\nStopped at once; last complete checkpoint: {last}")
+        status = 130
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        if eval_env is not None:
+            eval_env.close()
+    if status:
+        env.close()
+        return status
+
+    final = save_model_atomic(model, run_folder / f"{_sanitize(env_id)}.zip")
+    if config.normalize:
+        from rims_rl.checkpoint import atomic_write
+
+        vecnormalize = model.get_vec_normalize_env()
+        assert vecnormalize is not None
+        with atomic_write(run_folder / "vecnormalize.pkl") as file:
+            import pickle
+
+            file.write(pickle.dumps(vecnormalize))
+    print(f"\nRun folder: {run_folder}\nFinal model: {final}")
+    print(f"TensorBoard: tensorboard --logdir {tb_root}")
+    if setting is not None and len(setting.splits) > 1:
+        n_episodes = min(setting.n_eval_episodes, 20)
+        print(f"Evaluation ({n_episodes} episodes per split, stochastic actions, state carried):")
+        for split, (mean, std) in evaluate_heldout(model, setting, config, n_episodes).items():
+            print(f"  {split:<20} mean return {mean:8.3f} +/- {std:.3f}")
+    env.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Entry point of ``rims-train`` and ``python train.py``.
+
+    :param argv: arguments (None: ``sys.argv[1:]``)
+    :return: exit code (0 ok, 2 user error, 130 interrupted)
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    try:
+        return train(args, argv)
+    except (CliError, ConfigError) as error:
+        print(f"rims-train: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,198 @@
+"""Training CLI: exact resume, crash-safe checkpoints, one-line errors (``main(argv)`` in-process, tiny budgets)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+from sb3_contrib import RecurrentPPO
+
+import rims_rl.checkpoint as checkpoint_module
+from rims_rl.checkpoint import RESUME_ENTRY, atomic_write, latest_checkpoint, list_checkpoints
+from rims_rl.cli.train import main
+
+REPO = Path(__file__).resolve().parent.parent
+ENV = "RimsCueRecall-v0"  # 4 envs x 32 steps = 128 timesteps per rollout (agents/*.yml)
+FAST = ["--env", ENV, "--no-progress", "--verbose", "0", "--eval-episodes", "2"]
+
+
+def _run_folder(log: Path, algo: str = "rims_ppo") -> Path:
+    (folder,) = (log / algo).iterdir()
+    return folder
+
+
+def _params(path: Path) -> dict[str, th.Tensor]:
+    return RecurrentPPO.load(path, device="cpu").policy.state_dict()
+
+
+@pytest.mark.parametrize("algo", ["rims_ppo", "lstm_ppo"])
+def test_resume_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, algo: str) -> None:
+    """Training 2N steps == training N steps, Ctrl-C, then --resume for N more (same seed)."""
+    args = [*FAST, "--algo", algo, "-n", "768", "--seed", "3", "--eval-freq", "256", "--save-freq", "0",
+            "-params", "learning_rate:lin_1e-3", "clip_range:lin_0.2"]  # fmt: skip
+    assert main([*args, "-f", str(tmp_path / "full")]) == 0
+    full = _run_folder(tmp_path / "full", algo)
+
+    # Interrupted run: a Ctrl-C arrives during the 3rd gradient update (timestep 384 of 768).
+    original_train = RecurrentPPO.train
+    calls = {"n": 0}
+
+    def train_then_sigint(self: RecurrentPPO) -> None:
+        original_train(self)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(RecurrentPPO, "train", train_then_sigint)
+    assert main([*args, "-f", str(tmp_path / "split")]) == 130
+    monkeypatch.setattr(RecurrentPPO, "train", original_train)
+    split = _run_folder(tmp_path / "split", algo)
+    assert [steps for steps, _ in list_checkpoints(split / "checkpoints")] == [384]
+    assert not (split / f"{ENV}.zip").exists()
+
+    assert main(["--resume", str(split), "--no-progress", "--verbose", "0"]) == 0
+    final_full, final_split = _params(full / f"{ENV}.zip"), _params(split / f"{ENV}.zip")
+    assert final_full.keys() == final_split.keys()
+    for name in final_full:
+        assert th.allclose(final_full[name], final_split[name], atol=1e-6), name
+    # evaluations of the interrupted run are kept and continued (same format as SB3's EvalCallback)
+    with np.load(full / "evaluations.npz") as a, np.load(split / "evaluations.npz") as b:
+        assert a["timesteps"].tolist() == b["timesteps"].tolist() == [256, 512, 768]
+
+
+def test_run_folder_layout(tmp_path: Path) -> None:
+    assert main([*FAST, "-n", "256", "--eval-freq", "128", "--save-freq", "128", "-f", str(tmp_path)]) == 0
+    run = _run_folder(tmp_path)
+    assert run.name == f"{ENV}_1"
+    for name in ("config.yml", "args.yml", "command.txt", "best_model.zip", f"{ENV}.zip", "evaluations.npz"):
+        assert (run / name).is_file(), name
+    assert [steps for steps, _ in list_checkpoints(run / "checkpoints")] == [128, 256]
+    assert list(run.glob("tb_1/events.out.tfevents.*"))
+    assert main([*FAST, "-n", "128", "--eval-freq", "0", "-f", str(tmp_path)]) == 0
+    assert (tmp_path / "rims_ppo" / f"{ENV}_2").is_dir()
+
+
+def test_atomic_write_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure in the middle of a write leaves the previous file intact and no partial file anywhere."""
+    target = tmp_path / "rl_model_128_steps.zip"
+    target.write_bytes(b"old good checkpoint")
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError("disk died")
+
+    monkeypatch.setattr(checkpoint_module.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk died"), atomic_write(target) as file:
+        file.write(b"half of a new")
+    assert target.read_bytes() == b"old good checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_kill9_leaves_last_checkpoint_loadable(tmp_path: Path) -> None:
+    """SIGKILL during training (checkpoints every rollout): every file under a final name is complete."""
+    cmd = [sys.executable, str(REPO / "train.py"), *FAST, "-n", "1000000", "--eval-freq", "0", "--save-freq", "128",
+           "-f", str(tmp_path)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            runs = list((tmp_path / "rims_ppo").glob("*/checkpoints"))
+            if runs and len(list_checkpoints(runs[0])) >= 3:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no checkpoints written within 120 s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    folder = next((tmp_path / "rims_ppo").glob("*/checkpoints"))
+    for _, path in list_checkpoints(folder):  # no partial file under a final name
+        with zipfile.ZipFile(path) as archive:
+            assert archive.testzip() is None and RESUME_ENTRY in archive.namelist()
+    last = latest_checkpoint(folder)
+    assert last is not None
+    RecurrentPPO.load(last, device="cpu")
+    steps = int(last.name.split("_")[2])
+    assert main(["--resume", str(folder.parent), "-n", str(steps + 128), "--no-progress", "--verbose", "0"]) == 0
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> None:
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rims-train: error:"), err
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_unknown_hyperparameter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([*FAST, "-f", str(tmp_path), "-params", "learning_rat:1e-3"])
+    _one_line_error(capsys, code, "learning_rat", "valid keys", "learning_rate")
+    assert not (tmp_path / "rims_ppo").exists()
+
+
+def test_malformed_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "rims_ppo.yml").write_text("default:\n  n_steps: [1, 2\n")
+    code = main([*FAST, "-f", str(tmp_path), "--agents-dir", str(tmp_path)])
+    _one_line_error(capsys, code, "malformed YAML", "line")
+
+
+def test_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([*FAST, "-f", str(tmp_path), "-params", "gamma:high"])
+    _one_line_error(capsys, code, "gamma")
+
+
+def test_unknown_algo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--algo", "dqn", *FAST, "-f", str(tmp_path)])
+    _one_line_error(capsys, code, "dqn", "rims_ppo")
+
+
+def test_unknown_env(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([*FAST, "--env", "RimsCueRecal-v0", "-f", str(tmp_path)])
+    _one_line_error(capsys, code, "RimsCueRecal-v0", "RimsCueRecall-v0")
+
+
+def test_trained_agent_space_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*FAST, "-n", "128", "--eval-freq", "0", "-f", str(tmp_path)]) == 0
+    model = _run_folder(tmp_path) / f"{ENV}.zip"
+    capsys.readouterr()
+    code = main(
+        ["--env", "CartPole-v1", "-n", "128", "--no-progress", "--verbose", "0", "-f", str(tmp_path), "-i", f"{model}"]
+    )
+    _one_line_error(capsys, code, "observation_space")
+    # same spaces: the weights are copied into the new run
+    assert main([*FAST, "-n", "128", "--eval-freq", "0", "-f", str(tmp_path / "warm"), "-i", str(model)]) == 0
+
+
+def test_help_lists_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--algo", "--env", "--n-timesteps", "--seed", "--log-folder", "--eval-freq", "--eval-episodes", "--save-freq",
+                 "--tensorboard-log", "-params", "--device", "--vec-env", "--n-envs", "--trained-agent", "--resume",
+                 "--progress"):  # fmt: skip
+        assert flag in out, flag
+
+
+@pytest.mark.skipif(os.environ.get("RIMS_TEST_NO_TB") == "1", reason="tensorboard check disabled")
+def test_tensorboard_rims_diagnostics(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert main([*FAST, "-n", "256", "--eval-freq", "128", "-f", str(tmp_path)]) == 0
+    (events,) = _run_folder(tmp_path).glob("tb_1/events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    scalars = accumulator.Tags()["scalars"]
+    assert {f"rims/unit_{k}_active_frac" for k in range(4)} <= set(scalars)
+    assert "rims/activation_heatmap" in accumulator.Tags()["images"]
+    fracs = [accumulator.Scalars(f"rims/unit_{k}_active_frac")[-1].value for k in range(4)]
+    assert sum(fracs) == pytest.approx(2.0, abs=1e-5)  # k_active = 2 of 4 units every step
