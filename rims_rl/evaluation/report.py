@@ -148,7 +148,10 @@ def print_tables(comparison: Comparison | None, summaries: Sequence[ScoreSummary
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal or console.width < 150:  # piped or narrow: do not squash the columns
+            console = Console(width=150)
     table = Table(title="Scores (mean over runs; CI: stratified bootstrap)")
     for c in SCORE_COLUMNS:
         table.add_column(c)

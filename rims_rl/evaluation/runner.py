@@ -71,8 +71,8 @@ class EvaluationResult:
             EnvScores(
                 t.label,
                 t.env_id,
-                float(t.ref_score),
-                self.random[t.label].returns,  # type: ignore[arg-type]
+                float(t.ref_score),  # type: ignore[arg-type]
+                self.random[t.label].returns,
                 self.runs("rims", t.label),
                 self.runs("lstm", t.label),
             )

@@ -340,9 +340,9 @@ def compare(env_scores: Sequence[EnvScores], n_bootstrap: int = 2000, confidence
         undefined = not math.isfinite(ratio)
         notes = []
         if undefined:
-            notes.append("ratio undefined: max(S_lstm, S_ref) <= S_random")
+            notes.append("ratio undefined (max(S_lstm, S_ref) <= S_random)")
         if not math.isfinite(score_quotient(s_rims, s_lstm)):
-            notes.append("quotient undefined: S_lstm <= 0")
+            notes.append("quotient undefined (S_lstm <= 0)")
         rows.append(
             EnvComparison(
                 env=es.env,

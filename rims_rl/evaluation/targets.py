@@ -91,7 +91,7 @@ def setting_targets(
         def factory(n_envs: int = 1, seed: int | None = None, render_mode: str | None = None, _split: str = split) -> VecEnv:
             kwargs: dict[str, Any] = {"n_envs": n_envs, "seed": seed}
             if render_mode:
-                kwargs["render_mode"] = render_mode
+                kwargs["env_kwargs"] = {"render_mode": render_mode}
             return rims_envs.make_eval_vec_env(setting, _split, **kwargs)
 
         ref = ref_score if ref_score is not None else setting.s_ref

@@ -27,7 +27,7 @@ def unit_panel(history: list[np.ndarray], n_units: int, height: int, window: int
     if recent:
         grid[:, window - len(recent) :] = np.stack(recent, axis=1)
     cell = max(1, height // max(1, n_units))
-    img = np.repeat(np.repeat(grid, cell, axis=0), max(2, cell // 2), axis=1)
+    img = np.repeat(np.repeat(grid, cell, axis=0), max(2, height // window), axis=1)  # panel about as wide as tall
     rgb = np.where(img[..., None], np.array([255, 200, 40], np.uint8), np.array([30, 30, 60], np.uint8))
     pad = height - rgb.shape[0]
     if pad > 0:
@@ -73,7 +73,8 @@ def record_video(
         env = target.make_env(n_envs=1, seed=seed, render_mode="rgb_array")
     except TypeError:
         env = target.make_env(n_envs=1, seed=seed)
-    frames, history = [], []
+    frames: list[Any] = []
+    history: list[np.ndarray] = []
     try:
         obs = env.reset()
         state, start = None, np.ones(1, dtype=bool)
