@@ -168,3 +168,16 @@ def test_observation_space_mismatch_names_both_spaces(tiny_model):
     msg = str(info.value)
     assert "(3,)" in msg and "(5,)" in msg and "\n" not in msg
     check_spaces(model, _venv(1), "tiny.zip", "Known")  # matching spaces pass
+
+
+def test_run_folder_checkpoint_choice(tmp_path, tiny_model):
+    run = tmp_path / "lstm_ppo" / "Env_1"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("checkpoints/rl_model_900_steps.zip", "checkpoints/rl_model_10000_steps.zip", "best_model.zip"):
+        (run / name).write_bytes(tiny_model.read_bytes())
+    (run / "args.yml").write_text("algo: lstm_ppo\nenv: gridworld-pickup\nseed: 3\n")
+    spec = resolve_agent(run)
+    assert spec.path.name == "rl_model_10000_steps.zip" and spec.core == "lstm" and spec.seed == 3
+    assert resolve_agent(run, best=True).path.name == "best_model.zip"
+    (run / "Env.zip").write_bytes(tiny_model.read_bytes())
+    assert resolve_agent(run).path.name == "Env.zip"

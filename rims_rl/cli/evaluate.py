@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--transfer-scratch", nargs="+", default=None, metavar="RUN", help="from-scratch run folders")
     p.add_argument("--list-zoo", action="store_true", help="list the pretrained agents and exit")
+    p.add_argument("--load-best", action="store_true", help="in run folders, evaluate best_model.zip (default: final model)")
     p.add_argument("--device", default="cpu")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
@@ -126,8 +127,10 @@ def _run(args: argparse.Namespace) -> int:
         if not rims or not lstm:
             print(NO_AGENTS_MESSAGE.format(setting=setting))
             return EXIT_NOTHING_TO_EVALUATE
-    agents = [resolve_agent(s, "rims") for s in rims] + [resolve_agent(s, "lstm") for s in lstm]
-    agents += [resolve_agent(s) for s in args.agent]
+    agents = [resolve_agent(s, "rims", args.load_best) for s in rims] + [
+        resolve_agent(s, "lstm", args.load_best) for s in lstm
+    ]
+    agents += [resolve_agent(s, None, args.load_best) for s in args.agent]
     labels = [a.label for a in agents]
     for i, a in enumerate(agents):  # labels must be unique
         if labels.count(a.label) > 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,34 +46,46 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def run_folder_checkpoint(folder: Path) -> Path:
-    """The checkpoint to evaluate in a run folder: best_model.zip, else the final <env>.zip, else the newest checkpoint.
+def _checkpoint_step(path: Path) -> int:
+    match = re.match(r"^rl_model_(\d+)_steps\.zip$", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def run_folder_checkpoint(folder: Path, best: bool = False) -> Path:
+    """The checkpoint to evaluate in a run folder.
+
+    Default: the final model ``<env>.zip``, else the newest ``checkpoints/rl_model_<steps>_steps.zip``, else
+    ``best_model.zip``. With ``best=True``: ``best_model.zip`` first (selected on the training-split evaluations).
 
     :param folder: logs/<algo>/<env>_<n>/
+    :param best: prefer best_model.zip
     :raises FileNotFoundError: when the folder has no checkpoint
     """
-    best = folder / "best_model.zip"
-    if best.is_file():
-        return best
-    finals = sorted(p for p in folder.glob("*.zip") if p.is_file())
+    best_path = folder / "best_model.zip"
+    if best and best_path.is_file():
+        return best_path
+    finals = sorted(p for p in folder.glob("*.zip") if p.is_file() and p.name != "best_model.zip")
     if finals:
         return finals[0]
-    checkpoints = sorted((folder / "checkpoints").glob("*.zip"), key=lambda p: p.stat().st_mtime)
+    checkpoints = sorted((folder / "checkpoints").glob("*.zip"), key=lambda p: (_checkpoint_step(p), p.stat().st_mtime))
     if checkpoints:
         return checkpoints[-1]
-    raise FileNotFoundError(f"no checkpoint (best_model.zip, <env>.zip or checkpoints/*.zip) in run folder {folder}")
+    if best_path.is_file():
+        return best_path
+    raise FileNotFoundError(f"no checkpoint (<env>.zip, checkpoints/*.zip or best_model.zip) in run folder {folder}")
 
 
-def resolve_agent(spec: str | Path, core: str | None = None) -> AgentSpec:
+def resolve_agent(spec: str | Path, core: str | None = None, best: bool = False) -> AgentSpec:
     """Turn a run folder, a .zip path or a zoo id into an :class:`AgentSpec`.
 
     :param spec: run folder, checkpoint file or zoo id
     :param core: the core when the caller knows it (e.g. given with ``--rims``)
+    :param best: in a run folder, evaluate best_model.zip rather than the final model
     :raises FileNotFoundError: when nothing exists under that name
     """
     path = Path(spec)
     if path.is_dir():
-        ckpt = run_folder_checkpoint(path)
+        ckpt = run_folder_checkpoint(path, best)
         args = _read_yaml(path / "args.yml")
         config = _read_yaml(path / "config.yml")
         algo = args.get("algo") or config.get("algo") or (path.parent.name if path.parent.name in ALGO_CORES else None)
