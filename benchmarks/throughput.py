@@ -1,0 +1,338 @@
+"""Training throughput of stock RecurrentPPO-LSTM, SB3 PPO, rims_rl LSTM-PPO and rims_rl RIMs-PPO, side by side.
+
+Every measurement runs in a fresh child process (same interpreter, same thread count), and the agents are run
+round-robin (A B C D, then again with the order rotated), so that machine drift hits all agents alike; the
+table quotes each agent's median steps/s and ratios to the stock baseline and to PPO.
+
+Peak memory is the child's ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak resident set size of the whole
+process, in MiB: includes the interpreter, torch, the envs and the rollout buffer; tracemalloc is not used because
+it does not see torch's tensor allocations). ``rss_model`` is the RSS after the model and envs are built, before
+training, so ``peak - rss_model`` is roughly what training itself added.
+
+Usage (the default run takes a few minutes on 2 CPU cores)::
+
+    python benchmarks/throughput.py                          # both settings, 8,192 steps, 1 round
+    python benchmarks/throughput.py --steps 2048 --rounds 1  # quick
+    python benchmarks/throughput.py --setting atari --rounds 3 --agents ppo rims rims_t16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+# Agents: name -> (algorithm, description). "rims_t<L>" / "lstm_t<L>": rims_rl's RecurrentPPO with truncated
+# sequences of length L starting from stored states (rims_rl.algos.RecurrentPPO, seq_len=L).
+AGENTS = {
+    "stock": "sb3-contrib RecurrentPPO, stock Cnn/MlpLstmPolicy (shared LSTM)",
+    "ppo": "SB3 PPO CnnPolicy, 4-frame stack (gridworld: MiniGridCNN, no stack)",
+    "lstm": "rims_rl LSTM-PPO: RecurrentPPO + CnnRimsPolicy(core='lstm')",
+    "rims": "rims_rl RIMs-PPO: RecurrentPPO + CnnRimsPolicy(core='rims')",
+}
+DEFAULT_AGENTS = ["stock", "ppo", "lstm", "rims"]
+SETTINGS = ("atari", "gridworld")
+
+# Shared PPO hyperparameters (paper's Atari setup, App. D.8; agents/*.yml for the gridworld).
+PPO_KWARGS = {
+    "atari": dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, clip_range=0.1, ent_coef=0.01,
+                  vf_coef=0.5, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95),
+    "gridworld": dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=5e-4, clip_range=0.2, ent_coef=0.01,
+                      vf_coef=0.5, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95),
+}
+# Same recurrent state size for every recurrent agent of a setting.
+CORE_CONFIG = {
+    "atari": dict(hidden=510, rims=dict(n_units=6, k_active=5, unit_size=85)),
+    "gridworld": dict(hidden=128, rims=dict(n_units=4, k_active=2, unit_size=32)),
+}
+N_ENVS = 8
+GRID_ID = "MiniGrid-RimsPickup-Train-v0"
+GRID_FALLBACK_ID = "MiniGrid-DoorKey-5x5-v0"
+
+
+def _parse_agent(name: str) -> tuple[str, int | None]:
+    """"rims_t16" -> ("rims", 16); "rims" -> ("rims", None)."""
+    if "_t" in name:
+        base, length = name.split("_t", 1)
+        return base, int(length)
+    return name, None
+
+
+# --------------------------------------------------------------------------------------------------- child side
+def _make_env(setting: str, agent: str, seed: int) -> tuple[Any, str]:
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+
+    if setting == "atari":
+        import ale_py
+        import gymnasium as gym
+
+        gym.register_envs(ale_py)
+        env = make_atari_env(
+            "ALE/Breakout-v5", n_envs=N_ENVS, seed=seed, vec_env_cls=DummyVecEnv,
+            env_kwargs=dict(frameskip=1, repeat_action_probability=0.25),
+        )
+        if agent == "ppo":
+            env = VecFrameStack(env, n_stack=4)
+        return env, "ALE/Breakout-v5"
+    env_id = GRID_ID
+    try:
+        import rims_rl.envs  # noqa: F401  (registers the gridworld ids)
+        import gymnasium as gym
+
+        gym.spec(env_id)
+        wrapper = None
+    except Exception:  # the gridworld env is not there: DoorKey with the image only
+        from minigrid.wrappers import ImgObsWrapper
+
+        env_id, wrapper = GRID_FALLBACK_ID, ImgObsWrapper
+    return make_vec_env(env_id, n_envs=N_ENVS, seed=seed, vec_env_cls=DummyVecEnv, wrapper_class=wrapper), env_id
+
+
+def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3 import PPO
+
+    import rims_rl
+    from rims_rl.algos import RecurrentPPO as TruncatedRecurrentPPO
+    from rims_rl.torch_layers import MiniGridCNN
+
+    base, seq_len = _parse_agent(agent)
+    kwargs = dict(PPO_KWARGS[setting], seed=seed, verbose=0, device="cpu")
+    hidden = CORE_CONFIG[setting]["hidden"]
+    if setting == "atari":
+        extractor: dict[str, Any] = {}
+        net_arch: list[int] = []
+    else:
+        extractor = dict(features_extractor_class=MiniGridCNN, features_extractor_kwargs=dict(features_dim=128))
+        net_arch = [64]
+    if base == "ppo":
+        return PPO("CnnPolicy" if setting == "atari" else "MlpPolicy", env, policy_kwargs=dict(extractor, net_arch=net_arch),
+                   **kwargs)
+    if base == "stock":
+        policy = "CnnLstmPolicy" if setting == "atari" else "MlpLstmPolicy"
+        policy_kwargs = dict(extractor, net_arch=net_arch, lstm_hidden_size=hidden, shared_lstm=True, enable_critic_lstm=False)
+        return RecurrentPPO(policy, env, policy_kwargs=policy_kwargs, **kwargs)
+    policy_cls = rims_rl.CnnRimsPolicy if setting == "atari" else rims_rl.MlpRimsPolicy
+    core_kwargs = dict(hidden_size=hidden) if base == "lstm" else dict(CORE_CONFIG[setting]["rims"])
+    policy_kwargs = dict(extractor, net_arch=net_arch, core=base, core_kwargs=core_kwargs)
+    if seq_len is None:
+        return RecurrentPPO(policy_cls, env, policy_kwargs=policy_kwargs, **kwargs)
+    return TruncatedRecurrentPPO(policy_cls, env, policy_kwargs=policy_kwargs, seq_len=seq_len, **kwargs)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_child(setting: str, agent: str, steps: int, seed: int, threads: int, profile: str | None) -> dict[str, Any]:
+    import torch as th
+
+    th.set_num_threads(threads)
+    env, env_id = _make_env(setting, agent, seed)
+    model = _make_model(setting, agent, env, seed)
+    rss_model = _rss_mib()
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    wall = time.perf_counter() - start
+    if profile:
+        prof.disable()
+        prof.dump_stats(profile)
+    env.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return dict(setting=setting, agent=agent, env_id=env_id, steps=model.num_timesteps, wall_s=wall,
+                steps_per_s=model.num_timesteps / wall, rss_model_mib=rss_model, peak_rss_mib=peak)
+
+
+# -------------------------------------------------------------------------------------------------- acting step
+def acting_latency(threads: int, iters: int, rounds: int = 5) -> dict[str, Any]:
+    """Latency of one acting step for one env: RIMs core vs nn.LSTM of the same state size (Atari config)."""
+    import torch as th
+    from torch import nn
+
+    from rims_rl.nn import RIMs
+
+    th.set_num_threads(threads)
+    th.manual_seed(0)
+    feat = 512
+    cfg = CORE_CONFIG["atari"]
+    rims = RIMs(feat, **cfg["rims"]).eval()
+    lstm = nn.LSTM(feat, cfg["hidden"]).eval()
+    x = th.randn(1, 1, feat)
+    state = (th.zeros(1, 1, cfg["hidden"]), th.zeros(1, 1, cfg["hidden"]))
+    starts = th.zeros(1, 1)
+    calls = {
+        "rims": lambda: rims(x, state, starts),
+        "lstm": lambda: lstm(x, state),
+    }
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    with th.inference_mode():
+        for fn in calls.values():  # warm-up
+            for _ in range(50):
+                fn()
+        for _ in range(rounds):  # interleaved rounds
+            for name, fn in calls.items():
+                t0 = time.perf_counter()
+                for _ in range(iters):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / iters * 1e6)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return dict(rims_us=med["rims"], lstm_us=med["lstm"], ratio=med["rims"] / med["lstm"], hidden=cfg["hidden"],
+                rims_config=cfg["rims"], input_size=feat, iters=iters, rounds=rounds)
+
+
+# -------------------------------------------------------------------------------------------------- parent side
+def environment_info(threads: int) -> dict[str, Any]:
+    import gymnasium
+    import sb3_contrib
+    import stable_baselines3
+    import torch as th
+
+    return dict(
+        machine=platform.machine(), processor=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
+        python=platform.python_version(), torch=th.__version__, device="cpu", torch_threads=threads,
+        sb3=stable_baselines3.__version__, sb3_contrib=sb3_contrib.__version__, gymnasium=gymnasium.__version__,
+        date=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+def _spawn(setting: str, agent: str, steps: int, seed: int, threads: int) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", setting, agent, "--steps", str(steps),
+           "--seed", str(seed), "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{setting}/{agent} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: list[dict[str, Any]], agents: list[str]) -> dict[str, dict[str, Any]]:
+    table: dict[str, dict[str, Any]] = {}
+    for setting in SETTINGS:
+        rows = [r for r in runs if r["setting"] == setting]
+        if not rows:
+            continue
+        per_agent = {}
+        for agent in agents:
+            mine = [r for r in rows if r["agent"] == agent]
+            if mine:
+                per_agent[agent] = dict(
+                    steps_per_s=statistics.median(r["steps_per_s"] for r in mine),
+                    all_steps_per_s=[round(r["steps_per_s"], 1) for r in mine],
+                    peak_rss_mib=max(r["peak_rss_mib"] for r in mine),
+                    rss_model_mib=max(r["rss_model_mib"] for r in mine),
+                    env_id=mine[0]["env_id"],
+                )
+        # Ratios from the same rounds: median over rounds of (agent / baseline) in that round.
+        for agent, row in per_agent.items():
+            for base in ("stock", "ppo"):
+                pairs = [
+                    a["steps_per_s"] / b["steps_per_s"]
+                    for a in rows if a["agent"] == agent
+                    for b in rows if b["agent"] == base and b["round"] == a["round"]
+                ]
+                row[f"x_{base}"] = statistics.median(pairs) if pairs else None
+        table[setting] = per_agent
+    return table
+
+
+def markdown(table: dict[str, dict[str, Any]], latency: dict[str, Any] | None, info: dict[str, Any], args: Any) -> str:
+    lines = [
+        f"Steps per setting: {args.steps:,} ({N_ENVS} envs x DummyVecEnv, n_steps 128, batch 256, 4 epochs); "
+        f"rounds: {args.rounds}; torch {info['torch']} ({info['device']}, {info['torch_threads']} threads), "
+        f"SB3 {info['sb3']}, sb3-contrib {info['sb3_contrib']}, {info['cpu_count']} CPUs, {info['date']}.",
+        "Atari cores: RIMs n_units 6, k_active 5, unit_size 85 (hidden 510); LSTMs hidden 510; shared core/features.",
+        "Gridworld cores: RIMs n_units 4, k_active 2, unit_size 32 (hidden 128); LSTMs hidden 128; MiniGridCNN.",
+        "",
+        "| setting | agent | steps/s (median) | per round | x stock | x PPO | peak RSS MiB | RSS before learn MiB |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for setting, rows in table.items():
+        for agent, r in rows.items():
+            xs = f"{r['x_stock']:.2f}" if r.get("x_stock") else "-"
+            xp = f"{r['x_ppo']:.2f}" if r.get("x_ppo") else "-"
+            lines.append(
+                f"| {setting} ({r['env_id']}) | {agent} | {r['steps_per_s']:.1f} | {r['all_steps_per_s']} | {xs} | {xp} | "
+                f"{r['peak_rss_mib']:.0f} | {r['rss_model_mib']:.0f} |"
+            )
+    lines.append("")
+    lines.append("Agents: " + "; ".join(f"`{k}` = {v}" for k, v in AGENTS.items())
+                 + "; `<core>_t<L>` = rims_rl.algos.RecurrentPPO with truncated sequences of length L from stored states.")
+    if latency:
+        lines += [
+            "",
+            f"Acting step, one env, input {latency['input_size']}: RIMs {latency['rims_us']:.0f} us vs nn.LSTM(hidden "
+            f"{latency['hidden']}) {latency['lstm_us']:.0f} us -> ratio {latency['ratio']:.2f}x "
+            f"(median of {latency['rounds']} interleaved rounds of {latency['iters']} calls, inference mode).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=8192, help="training steps per measurement")
+    parser.add_argument("--rounds", type=int, default=1, help="round-robin rounds (agent order rotated each round)")
+    parser.add_argument("--setting", nargs="+", default=list(SETTINGS), choices=SETTINGS)
+    parser.add_argument("--agents", nargs="+", default=DEFAULT_AGENTS,
+                        help="stock ppo lstm rims, and <lstm|rims>_t<L> for truncated sequences of length L")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("RIMS_BENCH_THREADS", "1")),
+                        help="torch.set_num_threads in every child (default 1: the machine is shared)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency-iters", type=int, default=300, help="calls per acting-latency round (0: skip)")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for throughput.json / throughput.md")
+    parser.add_argument("--tag", default="", help="suffix of the result file names")
+    parser.add_argument("--child", nargs=2, metavar=("SETTING", "AGENT"), help=argparse.SUPPRESS)
+    parser.add_argument("--profile", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(run_child(args.child[0], args.child[1], args.steps, args.seed, args.threads, args.profile)))
+        return
+
+    info = environment_info(args.threads)
+    print(json.dumps(info))
+    runs = []
+    for rnd in range(args.rounds):
+        order = args.agents[rnd % len(args.agents):] + args.agents[: rnd % len(args.agents)]
+        for setting in args.setting:
+            for agent in order:
+                r = _spawn(setting, agent, args.steps, args.seed, args.threads)
+                r["round"] = rnd
+                runs.append(r)
+                print(f"round {rnd} {setting:9s} {agent:9s} {r['steps_per_s']:7.1f} steps/s  peak {r['peak_rss_mib']:.0f} MiB",
+                      flush=True)
+    latency = acting_latency(args.threads, args.latency_iters) if args.latency_iters > 0 else None
+    table = summarise(runs, args.agents)
+    md = markdown(table, latency, info, args)
+    print()
+    print(md)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = f"_{args.tag}" if args.tag else ""
+    (out / f"throughput{suffix}.json").write_text(
+        json.dumps(dict(info=info, args=vars(args), runs=runs, table=table, acting_latency=latency), indent=1) + "\n"
+    )
+    (out / f"throughput{suffix}.md").write_text(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""rims_rl's RecurrentPPO: sb3-contrib's, with an optional cap on the training sequence length.
+
+Only the rollout buffer changes (see :mod:`rims_rl.buffers`); ``seq_len=None`` is exactly sb3-contrib's algorithm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gymnasium import spaces
+from sb3_contrib import RecurrentPPO as _SB3ContribRecurrentPPO
+
+from rims_rl.buffers import TruncatedRecurrentDictRolloutBuffer, TruncatedRecurrentRolloutBuffer
+
+__all__ = ["RecurrentPPO"]
+
+
+class RecurrentPPO(_SB3ContribRecurrentPPO):
+    """
+    :class:`sb3_contrib.RecurrentPPO` whose training sequences are at most ``seq_len`` steps long.
+
+    Each sequence starts from the recurrent state stored during the rollout for its first step, so the
+    gradient through time is truncated to ``seq_len`` steps (truncated BPTT). This changes learning
+    dynamics; ``seq_len=None`` (default) keeps sb3-contrib's sequences (cut only at episode starts and
+    minibatch/env boundaries).
+
+    :param seq_len: longest training sequence (None: no extra cuts)
+    :param args: positional arguments of :class:`sb3_contrib.RecurrentPPO`
+    :param kwargs: keyword arguments of :class:`sb3_contrib.RecurrentPPO`
+    """
+
+    def __init__(self, *args: Any, seq_len: int | None = None, **kwargs: Any) -> None:
+        if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
+            raise ValueError(f"seq_len must be a positive integer or None, got {seq_len!r}")
+        self.seq_len = seq_len
+        super().__init__(*args, **kwargs)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        old = self.rollout_buffer
+        buffer_cls = (
+            TruncatedRecurrentDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else TruncatedRecurrentRolloutBuffer
+        )
+        self.rollout_buffer = buffer_cls(
+            self.n_steps,
+            self.observation_space,
+            self.action_space,
+            old.hidden_state_shape,
+            self.device,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            n_envs=self.n_envs,
+            seq_len=self.seq_len,
+        )
