@@ -6,7 +6,7 @@ Only the core differs between ``core="rims"`` and ``core="lstm"``: the feature e
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch as th
 from gymnasium import spaces
@@ -65,12 +65,12 @@ class RimsRecurrentPolicy(RecurrentActorCriticPolicy):
         self.core_kwargs = dict(core_kwargs or {})
         self.shared_core = shared_core
         # Validate the core options and learn its state size before the heads are built.
-        hidden_size = make_core(core, 1, **self.core_kwargs).hidden_size
+        hidden_size: int = make_core(core, 1, **self.core_kwargs).hidden_size  # type: ignore[assignment]
         super().__init__(
             observation_space,
             action_space,
             lr_schedule,
-            lstm_hidden_size=int(hidden_size),
+            lstm_hidden_size=hidden_size,
             n_lstm_layers=1,
             shared_lstm=shared_core,
             enable_critic_lstm=enable_critic_lstm,
@@ -114,9 +114,9 @@ class RimsRecurrentPolicy(RecurrentActorCriticPolicy):
         output, states = lstm(features_sequence, lstm_states, starts)
         return th.flatten(output.transpose(0, 1), start_dim=0, end_dim=1), states
 
-    def evaluate_actions(
+    def evaluate_actions(  # type: ignore[override]
         self, obs: th.Tensor, actions: th.Tensor, lstm_states: RNNStates, episode_starts: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
         As sb3-contrib's, except that a shared core also receives the value loss's gradient
         (sb3-contrib detaches it); the rollout-time methods run without gradients and need no change.
@@ -129,12 +129,14 @@ class RimsRecurrentPolicy(RecurrentActorCriticPolicy):
         """
         if not self.shared_lstm:
             return super().evaluate_actions(obs, actions, lstm_states, episode_starts)
-        features = self.extract_features(obs)
-        latent, _ = self._process_sequence(features, lstm_states.pi, episode_starts, self.lstm_actor)
+        features = cast(th.Tensor, self.extract_features(obs))  # a shared core implies shared features
+        pi_states = cast(tuple[th.Tensor, th.Tensor], lstm_states.pi)
+        latent, _ = self._process_sequence(features, pi_states, episode_starts, self.lstm_actor)
         latent_pi = self.mlp_extractor.forward_actor(latent)
         latent_vf = self.mlp_extractor.forward_critic(latent)
         distribution = self._get_action_dist_from_latent(latent_pi)
-        return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy()
+        entropy = cast(th.Tensor, distribution.entropy())  # every action distribution of a Discrete/Box space has one
+        return self.value_net(latent_vf), distribution.log_prob(actions), entropy
 
 
 class MlpRimsPolicy(RimsRecurrentPolicy):

@@ -15,7 +15,9 @@ from stable_baselines3.common.envs import FakeImageEnv
 from rims_rl import CnnRimsPolicy, LSTMCore, MiniGridCNN, MlpRimsPolicy, RIMs
 from rims_rl.envs.memory import CueRecallEnv
 
-SMALL_RIMS = dict(n_units=4, k_active=2, unit_size=16, input_key_size=16, input_value_size=16, comm_key_size=8, comm_value_size=8)
+SMALL_RIMS = dict(
+    n_units=4, k_active=2, unit_size=16, input_key_size=16, input_value_size=16, comm_key_size=8, comm_value_size=8
+)
 CORE_KWARGS = {"rims": SMALL_RIMS, "lstm": dict(hidden_size=64), "gru": dict(hidden_size=64)}
 CORES = list(CORE_KWARGS)
 
@@ -134,7 +136,7 @@ def test_memoryless_policy_cannot_beat_chance_on_cue_recall():
     env = CueRecallEnv(n_cues=3, delay=4)
     query_obs = set()
     for seed in range(30):
-        obs, info = env.reset(seed=seed)
+        obs, _info = env.reset(seed=seed)
         for _ in range(env.delay):
             obs, *_ = env.step(0)
         query_obs.add(obs.tobytes())

@@ -22,7 +22,9 @@ VARIANTS = [
 
 def small_rims(**kwargs) -> RIMs:
     th.manual_seed(0)
-    base = dict(n_units=UNITS, k_active=K, unit_size=D, input_key_size=8, input_value_size=5, comm_key_size=4, comm_value_size=3)
+    base = dict(
+        n_units=UNITS, k_active=K, unit_size=D, input_key_size=8, input_value_size=5, comm_key_size=4, comm_value_size=3
+    )
     base.update(kwargs)
     return RIMs(IN, **base)
 
@@ -67,9 +69,9 @@ def test_episode_start_equals_fresh_run_and_leaves_other_envs_alone(kwargs):
     state = random_state(batch, core.hidden_size)
     starts = th.zeros(steps, batch)
     starts[0, 1] = 1.0  # env 1 starts a new episode at step 0
-    out, (h, c) = core(x, state, starts)
+    out, (h, _c) = core(x, state, starts)
 
-    fresh, (h_fresh, c_fresh) = core(x[:, 1:2], None)
+    fresh, (h_fresh, _c_fresh) = core(x[:, 1:2], None)
     assert th.allclose(out[:, 1:2], fresh, atol=1e-6)
     assert th.allclose(h[:, 1:2], h_fresh, atol=1e-6)
     others = [0, 2]
@@ -118,7 +120,7 @@ def test_whole_sequence_with_random_episode_starts_equals_step_loop(make):
 def test_gradients_reach_every_parameter(kwargs):
     core = small_rims(**kwargs)
     x = th.randn(12, 4, IN)
-    out, (h, c) = core(x, random_state(4, core.hidden_size))
+    out, (_h, c) = core(x, random_state(4, core.hidden_size))
     (out.pow(2).sum() + c.sum()).backward()
     for name, p in core.named_parameters():
         assert p.grad is not None, name
@@ -200,7 +202,7 @@ def test_make_core_rejects_unknown_names_and_options():
 
 
 def test_core_has_no_sb3_or_gym_imports():
-    allowed = {"__future__", "math", "inspect", "typing", "torch", "rims_rl"}
+    forbidden = {"stable_baselines3", "sb3_contrib", "gymnasium", "gym", "minigrid", "ale_py", "envpool"}
     for path in (Path(__file__).parents[1] / "rims_rl" / "nn").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
@@ -209,4 +211,6 @@ def test_core_has_no_sb3_or_gym_imports():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             for name in names:
-                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+                assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+                if name.startswith("rims_rl"):
+                    assert name.startswith("rims_rl.nn"), f"{path.name} imports {name} from outside the core"

@@ -149,7 +149,9 @@ class RIMs(nn.Module):
         self.input_value = nn.Linear(input_size, input_heads * input_value_size, bias=False)
         # Step 3: per-unit cell weights on the attended input, W_x: (kT, heads, value, gates).
         bound = 1.0 / math.sqrt(unit_size)
-        self.cell_input = nn.Parameter(th.empty(n_units, input_heads, input_value_size, self._gate_size).uniform_(-bound, bound))
+        self.cell_input = nn.Parameter(
+            th.empty(n_units, input_heads, input_value_size, self._gate_size).uniform_(-bound, bound)
+        )
         # Steps 1+3 read h_{t-1}: per-unit recurrent gates and per-unit input queries in one projection.
         self.recurrent = GroupLinear(n_units, unit_size, self._gate_size + input_heads * input_key_size)
         # Step 4: per-unit communication queries, keys, values, and output projection.
@@ -180,9 +182,7 @@ class RIMs(nn.Module):
             ``self.last_active`` then holds a (seq_len, batch, n_units) bool tensor of the units that updated.
         """
         if x.dim() != 3 or x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"x must be shaped (seq_len, batch, input_size={self.input_size}), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must be shaped (seq_len, batch, input_size={self.input_size}), got {tuple(x.shape)}")
         seq_len, batch = x.shape[0], x.shape[1]
         if seq_len == 0 or batch == 0:
             raise ValueError(f"x must hold at least one step and one env, got shape {tuple(x.shape)}")
@@ -192,11 +192,15 @@ class RIMs(nn.Module):
         h0, c0 = state
         for name, s in (("h", h0), ("c", c0)):
             if s.shape != (1, batch, self.hidden_size):
-                raise ValueError(f"{name} must be shaped (1, batch={batch}, hidden_size={self.hidden_size}), got {tuple(s.shape)}")
+                raise ValueError(
+                    f"{name} must be shaped (1, batch={batch}, hidden_size={self.hidden_size}), got {tuple(s.shape)}"
+                )
         keep = None
         if episode_starts is not None:
             if episode_starts.shape != (seq_len, batch):
-                raise ValueError(f"episode_starts must be shaped (seq_len={seq_len}, batch={batch}), got {tuple(episode_starts.shape)}")
+                raise ValueError(
+                    f"episode_starts must be shaped (seq_len={seq_len}, batch={batch}), got {tuple(episode_starts.shape)}"
+                )
             # (seq_len, 1, batch, 1): multiplies unit-major states.
             keep = (1.0 - episode_starts.to(x.dtype)).view(seq_len, 1, batch, 1)
 
@@ -230,9 +234,7 @@ class RIMs(nn.Module):
         """(1, B, kT * d_h) -> (kT, B, d_h)."""
         return s[0].view(-1, self.n_units, self.unit_size).transpose(0, 1)
 
-    def _step(
-        self, keys: th.Tensor, cell_in: th.Tensor, h: th.Tensor, c: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    def _step(self, keys: th.Tensor, cell_in: th.Tensor, h: th.Tensor, c: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
         One RIMs step.
 
