@@ -36,26 +36,26 @@ def _params(path: Path) -> dict[str, th.Tensor]:
 @pytest.mark.parametrize("algo", ["rims_ppo", "lstm_ppo"])
 def test_resume_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, algo: str) -> None:
     """Training 2N steps == training N steps, Ctrl-C, then --resume for N more (same seed)."""
-    args = [*FAST, "--algo", algo, "-n", "768", "--seed", "3", "--eval-freq", "256", "--save-freq", "0",
+    args = [*FAST, "--algo", algo, "-n", "384", "--seed", "3", "--eval-freq", "128", "--save-freq", "0",
             "-params", "learning_rate:lin_1e-3", "clip_range:lin_0.2"]  # fmt: skip
     assert main([*args, "-f", str(tmp_path / "full")]) == 0
     full = _run_folder(tmp_path / "full", algo)
 
-    # Interrupted run: a Ctrl-C arrives during the 3rd gradient update (timestep 384 of 768).
+    # Interrupted run: a Ctrl-C arrives during the 2nd gradient update (timestep 256 of 384).
     original_train = RecurrentPPO.train
     calls = {"n": 0}
 
     def train_then_sigint(self: RecurrentPPO) -> None:
         original_train(self)
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 2:
             signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(RecurrentPPO, "train", train_then_sigint)
     assert main([*args, "-f", str(tmp_path / "split")]) == 130
     monkeypatch.setattr(RecurrentPPO, "train", original_train)
     split = _run_folder(tmp_path / "split", algo)
-    assert [steps for steps, _ in list_checkpoints(split / "checkpoints")] == [384]
+    assert [steps for steps, _ in list_checkpoints(split / "checkpoints")] == [256]
     assert not (split / f"{ENV}.zip").exists()
 
     assert main(["--resume", str(split), "--no-progress", "--verbose", "0"]) == 0
@@ -65,7 +65,7 @@ def test_resume_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert th.allclose(final_full[name], final_split[name], atol=1e-6), name
     # evaluations of the interrupted run are kept and continued (same format as SB3's EvalCallback)
     with np.load(full / "evaluations.npz") as a, np.load(split / "evaluations.npz") as b:
-        assert a["timesteps"].tolist() == b["timesteps"].tolist() == [256, 512, 768]
+        assert a["timesteps"].tolist() == b["timesteps"].tolist() == [128, 256, 384]
 
 
 def test_run_folder_layout(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from rims_rl.config import ALGOS, AgentConfig, ConfigError, load_agent_config, p
 
 DEFAULT_SETTING = "gridworld-pickup"
 #: ``python train.py`` with no arguments: a short run that shows the whole pipeline on 2 CPU cores.
-QUICK_START = {"n_timesteps": 60_000, "eval_freq": 20_000, "save_freq": 20_000}
+QUICK_START = {"n_timesteps": 30_000, "eval_freq": 10_000, "save_freq": 10_000}
 
 
 class CliError(Exception):
@@ -107,6 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="override hyperparameters, values as YAML; dotted keys reach nested ones, e.g. "
                              "learning_rate:lin_3e-4 policy_kwargs.core_kwargs.k_active:3")  # fmt: skip
     parser.add_argument("--device", default="auto", help="torch device (auto, cpu, cuda)")
+    parser.add_argument("--num-threads", type=int, default=1,
+                        help="torch CPU threads (1: fastest for small models on a busy CPU; <= 0: default)")  # fmt: skip
     parser.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy", help="VecEnv class")
     parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: from the YAML)")
     parser.add_argument("-i", "--trained-agent", default=None,
@@ -278,6 +280,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
     :param argv: the raw arguments (for command.txt)
     :return: exit code
     """
+    import torch as th
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.utils import set_random_seed
@@ -335,6 +338,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         _write_yaml(run_folder / "args.yml", saved)
         (run_folder / "command.txt").write_text(shlex.join(["rims-train", *argv]) + "\n")
 
+    if args.num_threads > 0:
+        th.set_num_threads(args.num_threads)
     set_random_seed(seed)
     env = make_training_env(env_name, config, n_envs, seed, vec_env)
     policy_class, policy_kwargs = build_policy(config, algo)
