@@ -207,7 +207,7 @@ class RimsDiagnosticsCallback(BaseCallback):
         if self.parent is not None:  # called by EvalCallback after an evaluation
             self.log_heatmap(self.parent.eval_env)  # type: ignore[attr-defined]
             return True
-        active = self.model.policy.lstm_actor.last_active  # (1, n_envs, n_units) of this rollout step
+        active = getattr(self.model.policy.lstm_actor, "last_active", None)  # (1, n_envs, n_units) of this step
         if isinstance(active, th.Tensor):
             summed = active.reshape(-1, active.shape[-1]).float().sum(0).cpu().numpy()
             self.active_sum = summed if self.active_sum is None else self.active_sum + summed
