@@ -13,7 +13,7 @@ Usage (the default run takes a few minutes on 2 CPU cores)::
 
     python benchmarks/throughput.py                          # both settings, 8,192 steps, 1 round
     python benchmarks/throughput.py --steps 2048 --rounds 1  # quick
-    python benchmarks/throughput.py --setting atari --rounds 3 --agents ppo rims rims_t16
+    python benchmarks/throughput.py --setting atari --rounds 3 --agents ppo rims rims_sp rims_sp_t16
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
-# Agents: name -> (algorithm, description). "rims_t<L>" / "lstm_t<L>": rims_rl's RecurrentPPO with truncated
-# sequences of length L starting from stored states (rims_rl.algos.RecurrentPPO, seq_len=L).
+# Agents: name -> description. Flags for lstm/rims: "_sp" wraps the features extractor in
+# rims_rl.padding.SkipPaddingExtractor; "_t<L>" trains with sequences truncated to L steps (rims_rl.algos.RecurrentPPO).
 AGENTS = {
     "stock": "sb3-contrib RecurrentPPO, stock Cnn/MlpLstmPolicy (shared LSTM)",
     "ppo": "SB3 PPO CnnPolicy, 4-frame stack (gridworld: MiniGridCNN, no stack)",
     "lstm": "rims_rl LSTM-PPO: RecurrentPPO + CnnRimsPolicy(core='lstm')",
     "rims": "rims_rl RIMs-PPO: RecurrentPPO + CnnRimsPolicy(core='rims')",
 }
-DEFAULT_AGENTS = ["stock", "ppo", "lstm", "rims"]
+DEFAULT_AGENTS = ["stock", "ppo", "lstm", "rims", "lstm_sp", "rims_sp"]
 SETTINGS = ("atari", "gridworld")
 
 # Shared PPO hyperparameters (paper's Atari setup, App. D.8; agents/*.yml for the gridworld).
@@ -61,12 +61,20 @@ GRID_ID = "MiniGrid-RimsPickup-Train-v0"
 GRID_FALLBACK_ID = "MiniGrid-DoorKey-5x5-v0"
 
 
-def _parse_agent(name: str) -> tuple[str, int | None]:
-    """"rims_t16" -> ("rims", 16); "rims" -> ("rims", None)."""
-    if "_t" in name:
-        base, length = name.split("_t", 1)
-        return base, int(length)
-    return name, None
+def _parse_agent(name: str) -> tuple[str, int | None, bool]:
+    """"rims_sp_t16" -> ("rims", 16, True): base agent, truncation length (or None), skip-padding extractor."""
+    base, *flags = name.split("_")
+    seq_len, skip = None, False
+    for flag in flags:
+        if flag == "sp":
+            skip = True
+        elif flag.startswith("t") and flag[1:].isdigit():
+            seq_len = int(flag[1:])
+        else:
+            raise ValueError(f"unknown agent flag {flag!r} in {name!r}")
+    if base not in AGENTS or (flags and base not in ("lstm", "rims")):
+        raise ValueError(f"unknown agent {name!r}")
+    return base, seq_len, skip
 
 
 # --------------------------------------------------------------------------------------------------- child side
@@ -105,10 +113,13 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
     from stable_baselines3 import PPO
 
     import rims_rl
+    from stable_baselines3.common.torch_layers import NatureCNN
+
     from rims_rl.algos import RecurrentPPO as TruncatedRecurrentPPO
+    from rims_rl.padding import SkipPaddingExtractor
     from rims_rl.torch_layers import MiniGridCNN
 
-    base, seq_len = _parse_agent(agent)
+    base, seq_len, skip = _parse_agent(agent)
     kwargs = dict(PPO_KWARGS[setting], seed=seed, verbose=0, device="cpu")
     hidden = CORE_CONFIG[setting]["hidden"]
     if setting == "atari":
@@ -127,6 +138,10 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
     policy_cls = rims_rl.CnnRimsPolicy if setting == "atari" else rims_rl.MlpRimsPolicy
     core_kwargs = dict(hidden_size=hidden) if base == "lstm" else dict(CORE_CONFIG[setting]["rims"])
     policy_kwargs = dict(extractor, net_arch=net_arch, core=base, core_kwargs=core_kwargs)
+    if skip:  # same extractor, run once for all of sb3-contrib's all-zero padding rows
+        inner = dict(extractor_class=extractor.get("features_extractor_class", NatureCNN),
+                     extractor_kwargs=extractor.get("features_extractor_kwargs", {}))
+        policy_kwargs.update(features_extractor_class=SkipPaddingExtractor, features_extractor_kwargs=inner)
     if seq_len is None:
         return RecurrentPPO(policy_cls, env, policy_kwargs=policy_kwargs, **kwargs)
     return TruncatedRecurrentPPO(policy_cls, env, policy_kwargs=policy_kwargs, seq_len=seq_len, **kwargs)
@@ -276,7 +291,9 @@ def markdown(table: dict[str, dict[str, Any]], latency: dict[str, Any] | None, i
             )
     lines.append("")
     lines.append("Agents: " + "; ".join(f"`{k}` = {v}" for k, v in AGENTS.items())
-                 + "; `<core>_t<L>` = rims_rl.algos.RecurrentPPO with truncated sequences of length L from stored states.")
+                 + "; `_sp` = features extractor wrapped in rims_rl.padding.SkipPaddingExtractor (no work on sb3-contrib's "
+                 "padding; same losses and gradients); `_t<L>` = rims_rl.algos.RecurrentPPO with training sequences "
+                 "truncated to L steps from stored states (changes learning dynamics).")
     if latency:
         lines += [
             "",
@@ -293,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="round-robin rounds (agent order rotated each round)")
     parser.add_argument("--setting", nargs="+", default=list(SETTINGS), choices=SETTINGS)
     parser.add_argument("--agents", nargs="+", default=DEFAULT_AGENTS,
-                        help="stock ppo lstm rims, and <lstm|rims>_t<L> for truncated sequences of length L")
+                        help="stock ppo lstm rims; flags for lstm/rims: _sp (SkipPaddingExtractor), _t<L> (truncated sequences)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("RIMS_BENCH_THREADS", "1")),
                         help="torch.set_num_threads in every child (default 1: the machine is shared)")
     parser.add_argument("--seed", type=int, default=0)

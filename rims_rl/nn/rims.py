@@ -196,13 +196,15 @@ class RIMs(nn.Module):
                     f"{name} must be shaped (1, batch={batch}, hidden_size={self.hidden_size}), got {tuple(s.shape)}"
                 )
         keep = None
+        reset_steps: set[int] = set()
         if episode_starts is not None:
             if episode_starts.shape != (seq_len, batch):
                 raise ValueError(
                     f"episode_starts must be shaped (seq_len={seq_len}, batch={batch}), got {tuple(episode_starts.shape)}"
                 )
-            # (seq_len, 1, batch, 1): multiplies unit-major states.
+            # (seq_len, 1, batch, 1): multiplies unit-major states, only at the steps where some env starts.
             keep = (1.0 - episode_starts.to(x.dtype)).view(seq_len, 1, batch, 1)
+            reset_steps = set(th.nonzero(episode_starts.detach().reshape(seq_len, batch).any(1)).flatten().tolist())
 
         # Step 1, input side, for all steps in one matmul each: keys (T, B, heads, key) and the
         # per-unit cell input of each head's value, U = V W_x: (T, kT, B, heads, gates).
@@ -216,7 +218,7 @@ class RIMs(nn.Module):
         outputs = []
         actives = []
         for t in range(seq_len):
-            if keep is not None:
+            if keep is not None and t in reset_steps:
                 h = h * keep[t]
                 c = c * keep[t]
             h, c, active = self._step(keys[t], cell_in[t], h, c)
@@ -265,7 +267,10 @@ class RIMs(nn.Module):
             attn = F.dropout(attn, self.dropout, self.training)
 
         # Step 3: independent dynamics; input gates from the attended input A_k = attn_k * V.
-        gates_x = (attn.unsqueeze(-1) * cell_in).sum(-2)
+        if self.input_heads == 1:  # the sum over one head is the identity: skip it
+            gates_x = attn * cell_in[..., 0, :]
+        else:
+            gates_x = (attn.unsqueeze(-1) * cell_in).sum(-2)
         mask = active.unsqueeze(-1)
         if self.cell == "lstm":
             i, f, g, o = (gates_x + gates_h).chunk(4, dim=-1)
@@ -287,7 +292,7 @@ class RIMs(nn.Module):
         """Bool mask (kT, B) of the kA units with the smallest score."""
         if self.k_active == self.n_units:
             return th.ones_like(score, dtype=th.bool)
-        idx = th.topk(score, self.k_active, dim=0, largest=False).indices
+        idx = th.topk(score.detach(), self.k_active, dim=0, largest=False).indices  # indices only: no autograd node
         return th.zeros_like(score, dtype=th.bool).scatter_(0, idx, True)
 
     def _communicate(self, h: th.Tensor) -> th.Tensor:
