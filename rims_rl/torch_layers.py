@@ -20,9 +20,18 @@ class MiniGridCNN(BaseFeaturesExtractor):
 
     :param observation_space: Box of shape (height, width, channels), channel-last, integer codes in [0, high]
     :param features_dim: size of the output features
+    :param channels: output channels of the three convolutions
+    :param cell_channels: if > 0, a per-cell (1x1) layer of this width first, so that codes of the same cell
+        (e.g. an object's kind and colour and the target planes) combine before the spatial convolutions
     """
 
-    def __init__(self, observation_space: gym.Space, features_dim: int = 128) -> None:
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        features_dim: int = 128,
+        channels: tuple[int, int, int] = (16, 32, 64),
+        cell_channels: int = 0,
+    ) -> None:
         if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 3:
             raise ValueError(f"MiniGridCNN needs a Box observation shaped (height, width, channels), got {observation_space}")
         n_values = int(observation_space.high.max()) + 1
@@ -32,15 +41,21 @@ class MiniGridCNN(BaseFeaturesExtractor):
                 "wrap the env so that the observation space states the real largest code"
             )
         super().__init__(observation_space, features_dim)
-        height, width, channels = observation_space.shape
+        height, width, n_channels = observation_space.shape
         self.n_values = n_values
+        if len(channels) != 3 or any(int(c) < 1 for c in channels):
+            raise ValueError(f"channels must be three positive integers, got {channels!r}")
+        c1, c2, c3 = (int(c) for c in channels)
+        n_in = n_channels * n_values
+        cell: list[nn.Module] = [nn.Conv2d(n_in, cell_channels, 1), nn.ReLU()] if cell_channels > 0 else []
         self.cnn = nn.Sequential(
-            nn.Conv2d(channels * n_values, 16, 2),
+            *cell,
+            nn.Conv2d(cell_channels if cell else n_in, c1, 2),
             nn.ReLU(),
             nn.MaxPool2d(2) if min(height, width) >= 5 else nn.Identity(),
-            nn.Conv2d(16, 32, 2),
+            nn.Conv2d(c1, c2, 2),
             nn.ReLU(),
-            nn.Conv2d(32, 64, 2),
+            nn.Conv2d(c2, c3, 2),
             nn.ReLU(),
             nn.Flatten(),
         )

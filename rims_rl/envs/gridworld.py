@@ -49,11 +49,14 @@ OBS_HIGH = max(max(OBJECT_TO_IDX.values()), max(COLOR_TO_IDX.values()), max(STAT
 
 #: Keyword arguments of :class:`RimsPickupEnv` for each split; the registered ids are in ``rims_rl.envs``.
 PICKUP_SPLITS: dict[str, dict[str, Any]] = {
-    "train": dict(size=8, n_obstacles=4, obstacles=TRAIN_OBSTACLES, layout_split="train"),
-    "known": dict(size=8, n_obstacles=4, obstacles=TRAIN_OBSTACLES, layout_split="heldout"),
-    "novel-obstacles": dict(size=8, n_obstacles=4, obstacles=NOVEL_OBSTACLES, layout_split="any"),
-    "novel-layout": dict(size=10, n_obstacles=10, obstacles=TRAIN_OBSTACLES, layout_split="any"),
+    "train": dict(size=6, n_obstacles=2, obstacles=TRAIN_OBSTACLES, layout_split="train"),
+    "known": dict(size=6, n_obstacles=2, obstacles=TRAIN_OBSTACLES, layout_split="heldout"),
+    "novel-obstacles": dict(size=6, n_obstacles=2, obstacles=NOVEL_OBSTACLES, layout_split="any"),
+    "novel-layout": dict(size=8, n_obstacles=6, obstacles=TRAIN_OBSTACLES, layout_split="any"),
 }
+
+#: Actions: MiniGrid's left, right, forward, pickup (drop, toggle and done are never useful here).
+N_ACTIONS = 4
 
 _HELDOUT_BUCKETS = 10  # one layout in this many is reserved for the held-out "known" split
 _MAX_TRIES = 1000
@@ -98,8 +101,8 @@ class RimsPickupEnv(MiniGridEnv):
 
     def __init__(
         self,
-        size: int = 8,
-        n_obstacles: int = 4,
+        size: int = 6,
+        n_obstacles: int = 2,
         n_distractors: int = 2,
         obstacles: tuple[tuple[str, str], ...] = TRAIN_OBSTACLES,
         layout_split: LayoutSplit = "any",
@@ -133,6 +136,8 @@ class RimsPickupEnv(MiniGridEnv):
             see_through_walls=False,
             **kwargs,
         )
+        # Only the actions the task needs: turn left, turn right, forward, pick up (MiniGrid's first four).
+        self.action_space = spaces.Discrete(N_ACTIONS)
 
     @staticmethod
     def _gen_mission(color: str, obj_type: str) -> str:
