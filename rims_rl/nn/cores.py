@@ -13,6 +13,7 @@ import torch as th
 from torch import nn
 
 from rims_rl.nn.rims import RIMs
+import itertools
 
 CORES = ("rims", "lstm", "gru")
 
@@ -69,7 +70,7 @@ class _TorchRNNCore(nn.Module):
         keep = 1.0 - episode_starts.to(x.dtype)
         cuts = [0, *th.nonzero(episode_starts[1:].any(dim=1)).flatten().add(1).tolist(), x.shape[0]]
         outputs = []
-        for start, end in zip(cuts[:-1], cuts[1:], strict=True):
+        for start, end in itertools.pairwise(cuts):
             mask = keep[start].view(1, -1, 1)
             out, h, c = self._run(x[start:end], h * mask, c * mask if self.has_cell_state else c)
             outputs.append(out)
