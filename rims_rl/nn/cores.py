@@ -7,13 +7,13 @@ Pure PyTorch: no SB3 or gymnasium imports.
 from __future__ import annotations
 
 import inspect
+import itertools
 from typing import Any
 
 import torch as th
 from torch import nn
 
 from rims_rl.nn.rims import RIMs
-import itertools
 
 CORES = ("rims", "lstm", "gru")
 
