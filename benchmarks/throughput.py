@@ -46,10 +46,30 @@ SETTINGS = ("atari", "gridworld")
 
 # Shared PPO hyperparameters (paper's Atari setup, App. D.8; agents/*.yml for the gridworld).
 PPO_KWARGS = {
-    "atari": dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=2.5e-4, clip_range=0.1, ent_coef=0.01,
-                  vf_coef=0.5, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95),
-    "gridworld": dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=5e-4, clip_range=0.2, ent_coef=0.01,
-                      vf_coef=0.5, max_grad_norm=0.5, gamma=0.99, gae_lambda=0.95),
+    "atari": dict(
+        n_steps=128,
+        batch_size=256,
+        n_epochs=4,
+        learning_rate=2.5e-4,
+        clip_range=0.1,
+        ent_coef=0.01,
+        vf_coef=0.5,
+        max_grad_norm=0.5,
+        gamma=0.99,
+        gae_lambda=0.95,
+    ),
+    "gridworld": dict(
+        n_steps=128,
+        batch_size=256,
+        n_epochs=4,
+        learning_rate=5e-4,
+        clip_range=0.2,
+        ent_coef=0.01,
+        vf_coef=0.5,
+        max_grad_norm=0.5,
+        gamma=0.99,
+        gae_lambda=0.95,
+    ),
 }
 # Same recurrent state size for every recurrent agent of a setting.
 CORE_CONFIG = {
@@ -62,7 +82,7 @@ GRID_FALLBACK_ID = "MiniGrid-DoorKey-5x5-v0"
 
 
 def _parse_agent(name: str) -> tuple[str, int | None, bool]:
-    """"rims_sp_t16" -> ("rims", 16, True): base agent, truncation length (or None), skip-padding extractor."""
+    """ "rims_sp_t16" -> ("rims", 16, True): base agent, truncation length (or None), skip-padding extractor."""
     base, *flags = name.split("_")
     seq_len, skip = None, False
     for flag in flags:
@@ -88,7 +108,10 @@ def _make_env(setting: str, agent: str, seed: int) -> tuple[Any, str]:
 
         gym.register_envs(ale_py)
         env = make_atari_env(
-            "ALE/Breakout-v5", n_envs=N_ENVS, seed=seed, vec_env_cls=DummyVecEnv,
+            "ALE/Breakout-v5",
+            n_envs=N_ENVS,
+            seed=seed,
+            vec_env_cls=DummyVecEnv,
             env_kwargs=dict(frameskip=1, repeat_action_probability=0.25),
         )
         if agent == "ppo":
@@ -129,8 +152,9 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
         extractor = dict(features_extractor_class=MiniGridCNN, features_extractor_kwargs=dict(features_dim=128))
         net_arch = [64]
     if base == "ppo":
-        return PPO("CnnPolicy" if setting == "atari" else "MlpPolicy", env, policy_kwargs=dict(extractor, net_arch=net_arch),
-                   **kwargs)
+        return PPO(
+            "CnnPolicy" if setting == "atari" else "MlpPolicy", env, policy_kwargs=dict(extractor, net_arch=net_arch), **kwargs
+        )
     if base == "stock":
         policy = "CnnLstmPolicy" if setting == "atari" else "MlpLstmPolicy"
         policy_kwargs = dict(extractor, net_arch=net_arch, lstm_hidden_size=hidden, shared_lstm=True, enable_critic_lstm=False)
@@ -139,8 +163,10 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
     core_kwargs = dict(hidden_size=hidden) if base == "lstm" else dict(CORE_CONFIG[setting]["rims"])
     policy_kwargs = dict(extractor, net_arch=net_arch, core=base, core_kwargs=core_kwargs)
     if skip:  # same extractor, run once for all of sb3-contrib's all-zero padding rows
-        inner = dict(extractor_class=extractor.get("features_extractor_class", NatureCNN),
-                     extractor_kwargs=extractor.get("features_extractor_kwargs", {}))
+        inner = dict(
+            extractor_class=extractor.get("features_extractor_class", NatureCNN),
+            extractor_kwargs=extractor.get("features_extractor_kwargs", {}),
+        )
         policy_kwargs.update(features_extractor_class=SkipPaddingExtractor, features_extractor_kwargs=inner)
     if seq_len is None:
         return RecurrentPPO(policy_cls, env, policy_kwargs=policy_kwargs, **kwargs)
@@ -175,8 +201,16 @@ def run_child(setting: str, agent: str, steps: int, seed: int, threads: int, pro
         prof.dump_stats(profile)
     env.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return dict(setting=setting, agent=agent, env_id=env_id, steps=model.num_timesteps, wall_s=wall,
-                steps_per_s=model.num_timesteps / wall, rss_model_mib=rss_model, peak_rss_mib=peak)
+    return dict(
+        setting=setting,
+        agent=agent,
+        env_id=env_id,
+        steps=model.num_timesteps,
+        wall_s=wall,
+        steps_per_s=model.num_timesteps / wall,
+        rss_model_mib=rss_model,
+        peak_rss_mib=peak,
+    )
 
 
 # -------------------------------------------------------------------------------------------------- acting step
@@ -212,8 +246,16 @@ def acting_latency(threads: int, iters: int, rounds: int = 5) -> dict[str, Any]:
                     fn()
                 times[name].append((time.perf_counter() - t0) / iters * 1e6)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return dict(rims_us=med["rims"], lstm_us=med["lstm"], ratio=med["rims"] / med["lstm"], hidden=cfg["hidden"],
-                rims_config=cfg["rims"], input_size=feat, iters=iters, rounds=rounds)
+    return dict(
+        rims_us=med["rims"],
+        lstm_us=med["lstm"],
+        ratio=med["rims"] / med["lstm"],
+        hidden=cfg["hidden"],
+        rims_config=cfg["rims"],
+        input_size=feat,
+        iters=iters,
+        rounds=rounds,
+    )
 
 
 # -------------------------------------------------------------------------------------------------- parent side
@@ -224,16 +266,34 @@ def environment_info(threads: int) -> dict[str, Any]:
     import torch as th
 
     return dict(
-        machine=platform.machine(), processor=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
-        python=platform.python_version(), torch=th.__version__, device="cpu", torch_threads=threads,
-        sb3=stable_baselines3.__version__, sb3_contrib=sb3_contrib.__version__, gymnasium=gymnasium.__version__,
+        machine=platform.machine(),
+        processor=platform.processor() or platform.machine(),
+        cpu_count=os.cpu_count(),
+        python=platform.python_version(),
+        torch=th.__version__,
+        device="cpu",
+        torch_threads=threads,
+        sb3=stable_baselines3.__version__,
+        sb3_contrib=sb3_contrib.__version__,
+        gymnasium=gymnasium.__version__,
         date=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
 
 
 def _spawn(setting: str, agent: str, steps: int, seed: int, threads: int) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", setting, agent, "--steps", str(steps),
-           "--seed", str(seed), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        setting,
+        agent,
+        "--steps",
+        str(steps),
+        "--seed",
+        str(seed),
+        "--threads",
+        str(threads),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{setting}/{agent} failed:\n{proc.stderr[-3000:]}")
@@ -262,8 +322,10 @@ def summarise(runs: list[dict[str, Any]], agents: list[str]) -> dict[str, dict[s
             for base in ("stock", "ppo"):
                 pairs = [
                     a["steps_per_s"] / b["steps_per_s"]
-                    for a in rows if a["agent"] == agent
-                    for b in rows if b["agent"] == base and b["round"] == a["round"]
+                    for a in rows
+                    if a["agent"] == agent
+                    for b in rows
+                    if b["agent"] == base and b["round"] == a["round"]
                 ]
                 row[f"x_{base}"] = statistics.median(pairs) if pairs else None
         table[setting] = per_agent
@@ -290,10 +352,13 @@ def markdown(table: dict[str, dict[str, Any]], latency: dict[str, Any] | None, i
                 f"{r['peak_rss_mib']:.0f} | {r['rss_model_mib']:.0f} |"
             )
     lines.append("")
-    lines.append("Agents: " + "; ".join(f"`{k}` = {v}" for k, v in AGENTS.items())
-                 + "; `_sp` = features extractor wrapped in rims_rl.padding.SkipPaddingExtractor (no work on sb3-contrib's "
-                 "padding; same losses and gradients); `_t<L>` = rims_rl.algos.RecurrentPPO with training sequences "
-                 "truncated to L steps from stored states (changes learning dynamics).")
+    lines.append(
+        "Agents: "
+        + "; ".join(f"`{k}` = {v}" for k, v in AGENTS.items())
+        + "; `_sp` = features extractor wrapped in rims_rl.padding.SkipPaddingExtractor (no work on sb3-contrib's "
+        "padding; same losses and gradients); `_t<L>` = rims_rl.algos.RecurrentPPO with training sequences "
+        "truncated to L steps from stored states (changes learning dynamics)."
+    )
     if latency:
         lines += [
             "",
@@ -309,10 +374,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=8192, help="training steps per measurement")
     parser.add_argument("--rounds", type=int, default=1, help="round-robin rounds (agent order rotated each round)")
     parser.add_argument("--setting", nargs="+", default=list(SETTINGS), choices=SETTINGS)
-    parser.add_argument("--agents", nargs="+", default=DEFAULT_AGENTS,
-                        help="stock ppo lstm rims; flags for lstm/rims: _sp (SkipPaddingExtractor), _t<L> (truncated sequences)")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("RIMS_BENCH_THREADS", "1")),
-                        help="torch.set_num_threads in every child (default 1: the machine is shared)")
+    parser.add_argument(
+        "--agents",
+        nargs="+",
+        default=DEFAULT_AGENTS,
+        help="stock ppo lstm rims; flags for lstm/rims: _sp (SkipPaddingExtractor), _t<L> (truncated sequences)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("RIMS_BENCH_THREADS", "1")),
+        help="torch.set_num_threads in every child (default 1: the machine is shared)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-iters", type=int, default=300, help="calls per acting-latency round (0: skip)")
     parser.add_argument("--out", default=str(RESULTS), help="folder for throughput.json / throughput.md")
@@ -329,14 +402,16 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(info))
     runs = []
     for rnd in range(args.rounds):
-        order = args.agents[rnd % len(args.agents):] + args.agents[: rnd % len(args.agents)]
+        order = args.agents[rnd % len(args.agents) :] + args.agents[: rnd % len(args.agents)]
         for setting in args.setting:
             for agent in order:
                 r = _spawn(setting, agent, args.steps, args.seed, args.threads)
                 r["round"] = rnd
                 runs.append(r)
-                print(f"round {rnd} {setting:9s} {agent:9s} {r['steps_per_s']:7.1f} steps/s  peak {r['peak_rss_mib']:.0f} MiB",
-                      flush=True)
+                print(
+                    f"round {rnd} {setting:9s} {agent:9s} {r['steps_per_s']:7.1f} steps/s  peak {r['peak_rss_mib']:.0f} MiB",
+                    flush=True,
+                )
     latency = acting_latency(args.threads, args.latency_iters) if args.latency_iters > 0 else None
     table = summarise(runs, args.agents)
     md = markdown(table, latency, info, args)

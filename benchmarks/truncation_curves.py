@@ -64,7 +64,7 @@ def train(env_id: str, seq_len: int | None, steps: int, seed: int, threads: int)
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     import rims_rl
-    import rims_rl.envs  # noqa: F401  (registers the ids)
+    import rims_rl.envs
     from rims_rl.algos import RecurrentPPO
     from rims_rl.envs.memory import CueRecallEnv
     from rims_rl.torch_layers import MiniGridCNN
@@ -73,25 +73,40 @@ def train(env_id: str, seq_len: int | None, steps: int, seed: int, threads: int)
     if env_id.startswith("MiniGrid"):
         env = make_vec_env(env_id, n_envs=8, seed=seed, vec_env_cls=DummyVecEnv)
         hp = dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=5e-4, clip_range=0.2, ent_coef=0.01)
-        policy_kwargs = dict(features_extractor_class=MiniGridCNN, features_extractor_kwargs=dict(features_dim=128),
-                             net_arch=[64], core="rims", core_kwargs=dict(n_units=4, k_active=2, unit_size=32))
+        policy_kwargs = dict(
+            features_extractor_class=MiniGridCNN,
+            features_extractor_kwargs=dict(features_dim=128),
+            net_arch=[64],
+            core="rims",
+            core_kwargs=dict(n_units=4, k_active=2, unit_size=32),
+        )
     else:  # the lead's cue-recall learning test (tests/test_policies.py): 3 cues, delay 6, chance 1/3
         env = make_vec_env(lambda: CueRecallEnv(n_cues=3, delay=6), n_envs=8, seed=seed, vec_env_cls=DummyVecEnv)
         hp = dict(n_steps=32, batch_size=64, n_epochs=4, learning_rate=3e-3, gamma=0.9, ent_coef=0.01)
-        small = dict(n_units=4, k_active=2, unit_size=16, input_key_size=16, input_value_size=16, comm_key_size=8,
-                     comm_value_size=8)
+        small = dict(
+            n_units=4, k_active=2, unit_size=16, input_key_size=16, input_value_size=16, comm_key_size=8, comm_value_size=8
+        )
         policy_kwargs = dict(net_arch=[32], core="rims", core_kwargs=small)
-    model = RecurrentPPO(rims_rl.MlpRimsPolicy, env, policy_kwargs=policy_kwargs, seq_len=seq_len, seed=seed, verbose=0,
-                         device="cpu", **hp)
+    model = RecurrentPPO(
+        rims_rl.MlpRimsPolicy, env, policy_kwargs=policy_kwargs, seq_len=seq_len, seed=seed, verbose=0, device="cpu", **hp
+    )
     curve = _Curve()
     t0 = time.perf_counter()
     model.learn(total_timesteps=steps, callback=curve)
     wall = time.perf_counter() - t0
     pts = curve.points
     success = _cue_success(model) if not env_id.startswith("MiniGrid") else None
-    last = [r for _, r in pts[-max(1, len(pts) // 5):]]
-    return dict(env_id=env_id, seq_len=seq_len, seed=seed, steps=model.num_timesteps, wall_s=wall,
-                final_return=statistics.mean(last), eval_success=success, curve=pts)
+    last = [r for _, r in pts[-max(1, len(pts) // 5) :]]
+    return dict(
+        env_id=env_id,
+        seq_len=seq_len,
+        seed=seed,
+        steps=model.num_timesteps,
+        wall_s=wall,
+        final_return=statistics.mean(last),
+        eval_success=success,
+        curve=pts,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,20 +124,27 @@ def main(argv: list[str] | None = None) -> None:
             seq_len = None if s == "none" else int(s)
             r = train(args.env, seq_len, args.steps, seed, args.threads)
             results.append(r)
-            print(f"{args.env} seed {seed} seq_len {seq_len}: final return {r['final_return']:.3f} "
-                  f"eval success {r['eval_success']} ({r['steps']} steps, {r['wall_s']:.0f} s)", flush=True)
+            print(
+                f"{args.env} seed {seed} seq_len {seq_len}: final return {r['final_return']:.3f} "
+                f"eval success {r['eval_success']} ({r['steps']} steps, {r['wall_s']:.0f} s)",
+                flush=True,
+            )
     name = args.env.replace("/", "_")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"curves_{name}.json").write_text(json.dumps(dict(args=vars(args), results=results)) + "\n")
-    lines = ["| env | seed | seq_len | steps | final return (mean of last 20% rollouts) | return at 25/50/75/100% "
-             "| eval success (deterministic, 60 episodes) |",
-             "| --- | ---: | --- | ---: | ---: | --- | ---: |"]
+    lines = [
+        "| env | seed | seq_len | steps | final return (mean of last 20% rollouts) | return at 25/50/75/100% "
+        "| eval success (deterministic, 60 episodes) |",
+        "| --- | ---: | --- | ---: | ---: | --- | ---: |",
+    ]
     for r in results:
         pts = r["curve"]
         marks = [pts[min(len(pts) - 1, int(len(pts) * q) - 1)][1] for q in (0.25, 0.5, 0.75, 1.0)] if pts else []
-        lines.append(f"| {r['env_id']} | {r['seed']} | {r['seq_len']} | {r['steps']} | {r['final_return']:.3f} | "
-                     f"{' / '.join(f'{m:.2f}' for m in marks)} | {r['eval_success'] if r['eval_success'] is not None else '-'} |")
+        lines.append(
+            f"| {r['env_id']} | {r['seed']} | {r['seq_len']} | {r['steps']} | {r['final_return']:.3f} | "
+            f"{' / '.join(f'{m:.2f}' for m in marks)} | {r['eval_success'] if r['eval_success'] is not None else '-'} |"
+        )
     md = "\n".join(lines) + "\n"
     (out / f"curves_{name}.md").write_text(md)
     print(md)

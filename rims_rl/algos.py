@@ -9,6 +9,7 @@ from typing import Any
 
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO as _SB3ContribRecurrentPPO
+from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
 
 from rims_rl.buffers import TruncatedRecurrentDictRolloutBuffer, TruncatedRecurrentRolloutBuffer
 
@@ -38,8 +39,11 @@ class RecurrentPPO(_SB3ContribRecurrentPPO):
     def _setup_model(self) -> None:
         super()._setup_model()
         old = self.rollout_buffer
+        assert isinstance(old, RecurrentRolloutBuffer | RecurrentDictRolloutBuffer)
         buffer_cls = (
-            TruncatedRecurrentDictRolloutBuffer if isinstance(self.observation_space, spaces.Dict) else TruncatedRecurrentRolloutBuffer
+            TruncatedRecurrentDictRolloutBuffer
+            if isinstance(self.observation_space, spaces.Dict)
+            else TruncatedRecurrentRolloutBuffer
         )
         self.rollout_buffer = buffer_cls(
             self.n_steps,

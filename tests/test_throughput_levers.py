@@ -1,0 +1,101 @@
+"""Throughput levers (issue 6) leave the losses unchanged: SkipPaddingExtractor and truncated sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.torch_layers import NatureCNN
+
+from rims_rl import MlpRimsPolicy
+from rims_rl.algos import RecurrentPPO
+from rims_rl.buffers import chunk_starts
+from rims_rl.envs.memory import CueRecallEnv
+from rims_rl.padding import SkipPaddingExtractor
+
+SMALL_RIMS = dict(n_units=4, k_active=2, unit_size=8, input_key_size=8, input_value_size=8, comm_key_size=4, comm_value_size=4)
+
+
+class _NoOp(BaseCallback):
+    def _on_step(self) -> bool:
+        return True
+
+
+def test_skip_padding_extractor_equals_inner_extractor_with_gradients():
+    space = spaces.Box(0, 255, (1, 36, 36), np.uint8)
+    th.manual_seed(0)
+    wrapped = SkipPaddingExtractor(space, extractor_class=NatureCNN, extractor_kwargs=dict(features_dim=16))
+    inner = wrapped.inner
+    obs = th.rand(10, 1, 36, 36)
+    obs[[2, 5, 6, 9]] = 0.0  # padding rows (and an all-zero real frame would look the same)
+    for fn in (wrapped, inner):
+        fn.zero_grad()
+    out = wrapped(obs)
+    ref_grads = []
+    ref = inner(obs)
+    assert th.allclose(out, ref, atol=1e-6)
+    weights = th.randn_like(ref)
+    (ref * weights).sum().backward()
+    ref_grads = [p.grad.clone() for p in inner.parameters()]
+    inner.zero_grad()
+    (wrapped(obs) * weights).sum().backward()
+    for g, g_ref in zip((p.grad for p in inner.parameters()), ref_grads, strict=True):
+        assert th.allclose(g, g_ref, atol=1e-5)
+    assert th.allclose(wrapped(th.zeros(3, 1, 36, 36)), inner(th.zeros(3, 1, 36, 36)), atol=1e-6)
+
+
+def test_chunk_starts_are_env_major():
+    flags = chunk_starts(n_steps=6, n_envs=2, seq_len=4)
+    assert flags.tolist() == [1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0]
+    assert not chunk_starts(6, 2, None).any()
+
+
+@pytest.mark.parametrize("seq_len", [None, 5, 3])
+def test_truncated_sequences_start_from_stored_states(seq_len):
+    """Before any update, every minibatch reproduces the rollout's log-probs; no sequence is longer than seq_len."""
+    env = make_vec_env(lambda: CueRecallEnv(n_cues=3, delay=4), n_envs=4, seed=0)
+    model = RecurrentPPO(
+        MlpRimsPolicy,
+        env,
+        n_steps=16,
+        batch_size=32,
+        seq_len=seq_len,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(net_arch=[16], core="rims", core_kwargs=SMALL_RIMS),
+    )
+    model._setup_learn(64, None)
+    callback = _NoOp()
+    callback.init_callback(model)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    with th.no_grad():
+        for data in model.rollout_buffer.get(32):
+            n_seq = data.lstm_states.pi[0].shape[1]
+            if seq_len is not None:
+                assert data.observations.shape[0] // n_seq <= seq_len
+            mask = data.mask > 1e-8
+            _, log_prob, _ = model.policy.evaluate_actions(
+                data.observations, data.actions.long().flatten(), data.lstm_states, data.episode_starts
+            )
+            assert th.allclose(log_prob[mask], data.old_log_prob[mask], atol=1e-5)
+
+
+def test_seq_len_is_validated_and_saved(tmp_path):
+    env = make_vec_env(lambda: CueRecallEnv(n_cues=2, delay=2), n_envs=2, seed=0)
+    with pytest.raises(ValueError, match="seq_len"):
+        RecurrentPPO(MlpRimsPolicy, env, seq_len=0)
+    model = RecurrentPPO(
+        MlpRimsPolicy,
+        env,
+        n_steps=8,
+        batch_size=8,
+        seq_len=4,
+        device="cpu",
+        policy_kwargs=dict(core="rims", core_kwargs=SMALL_RIMS),
+    )
+    model.save(tmp_path / "m.zip")
+    loaded = RecurrentPPO.load(tmp_path / "m.zip", env=env, device="cpu")
+    assert loaded.seq_len == 4 and loaded.rollout_buffer.seq_len == 4
