@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 # Agents: name -> description. Flags for lstm/rims: "_sp" wraps the features extractor in
-# rims_rl.padding.SkipPaddingExtractor; "_t<L>" trains with sequences truncated to L steps (rims_rl.algos.RecurrentPPO).
+# the policy's skip_padding=True (default); "_t<L>" trains with sequences truncated to L steps (rims_rl.algos.RecurrentPPO).
 AGENTS = {
     "stock": "sb3-contrib RecurrentPPO, stock Cnn/MlpLstmPolicy (shared LSTM)",
     "ppo": "SB3 PPO CnnPolicy, 4-frame stack (gridworld: MiniGridCNN, no stack)",
@@ -136,10 +136,8 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
     from stable_baselines3 import PPO
 
     import rims_rl
-    from stable_baselines3.common.torch_layers import NatureCNN
 
     from rims_rl.algos import RecurrentPPO as TruncatedRecurrentPPO
-    from rims_rl.padding import SkipPaddingExtractor
     from rims_rl.torch_layers import MiniGridCNN
 
     base, seq_len, skip = _parse_agent(agent)
@@ -162,12 +160,8 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
     policy_cls = rims_rl.CnnRimsPolicy if setting == "atari" else rims_rl.MlpRimsPolicy
     core_kwargs = dict(hidden_size=hidden) if base == "lstm" else dict(CORE_CONFIG[setting]["rims"])
     policy_kwargs = dict(extractor, net_arch=net_arch, core=base, core_kwargs=core_kwargs)
-    if skip:  # same extractor, run once for all of sb3-contrib's all-zero padding rows
-        inner = dict(
-            extractor_class=extractor.get("features_extractor_class", NatureCNN),
-            extractor_kwargs=extractor.get("features_extractor_kwargs", {}),
-        )
-        policy_kwargs.update(features_extractor_class=SkipPaddingExtractor, features_extractor_kwargs=inner)
+    # "_sp": the policy's skip_padding (the extractor runs once for all of sb3-contrib's all-zero padding rows)
+    policy_kwargs["skip_padding"] = skip
     if seq_len is None:
         return RecurrentPPO(policy_cls, env, policy_kwargs=policy_kwargs, **kwargs)
     return TruncatedRecurrentPPO(policy_cls, env, policy_kwargs=policy_kwargs, seq_len=seq_len, **kwargs)
@@ -355,7 +349,7 @@ def markdown(table: dict[str, dict[str, Any]], latency: dict[str, Any] | None, i
     lines.append(
         "Agents: "
         + "; ".join(f"`{k}` = {v}" for k, v in AGENTS.items())
-        + "; `_sp` = features extractor wrapped in rims_rl.padding.SkipPaddingExtractor (no work on sb3-contrib's "
+        + "; `_sp` = the policy's skip_padding=True, its default (no extractor work on sb3-contrib's "
         "padding; same losses and gradients); `_t<L>` = rims_rl.algos.RecurrentPPO with training sequences "
         "truncated to L steps from stored states (changes learning dynamics)."
     )
@@ -378,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         "--agents",
         nargs="+",
         default=DEFAULT_AGENTS,
-        help="stock ppo lstm rims; flags for lstm/rims: _sp (SkipPaddingExtractor), _t<L> (truncated sequences)",
+        help="stock ppo lstm rims; flags for lstm/rims: _sp (skip_padding on; off without it), _t<L> (truncated sequences)",
     )
     parser.add_argument(
         "--threads",

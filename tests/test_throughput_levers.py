@@ -1,4 +1,4 @@
-"""Throughput levers (issue 6) leave the losses unchanged: SkipPaddingExtractor and truncated sequences."""
+"""Throughput levers (issue 6) leave the losses unchanged: padding skipped by the extractor, truncated sequences."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.torch_layers import NatureCNN
 
-from rims_rl import MlpRimsPolicy
+from rims_rl import CnnRimsPolicy, MlpRimsPolicy
 from rims_rl.algos import RecurrentPPO
 from rims_rl.buffers import chunk_starts
 from rims_rl.envs.memory import CueRecallEnv
-from rims_rl.padding import SkipPaddingExtractor
 
 SMALL_RIMS = dict(n_units=4, k_active=2, unit_size=8, input_key_size=8, input_value_size=8, comm_key_size=4, comm_value_size=4)
 
@@ -24,27 +23,34 @@ class _NoOp(BaseCallback):
         return True
 
 
-def test_skip_padding_extractor_equals_inner_extractor_with_gradients():
+@pytest.mark.parametrize("share_features_extractor", [True, False])
+def test_skip_padding_gives_the_same_features_and_gradients(share_features_extractor):
     space = spaces.Box(0, 255, (1, 36, 36), np.uint8)
-    th.manual_seed(0)
-    wrapped = SkipPaddingExtractor(space, extractor_class=NatureCNN, extractor_kwargs=dict(features_dim=16))
-    inner = wrapped.inner
-    obs = th.rand(10, 1, 36, 36)
+    kwargs = dict(
+        core="lstm",
+        core_kwargs=dict(hidden_size=8),
+        features_extractor_class=NatureCNN,
+        features_extractor_kwargs=dict(features_dim=16),
+        share_features_extractor=share_features_extractor,
+        shared_core=share_features_extractor,
+    )
+    policies = []
+    for skip in (True, False):
+        th.manual_seed(0)
+        policies.append(CnnRimsPolicy(space, spaces.Discrete(3), lambda _: 1e-3, skip_padding=skip, **kwargs))
+    skipping, plain = policies
+    obs = th.randint(0, 256, (10, 1, 36, 36)).float()
     obs[[2, 5, 6, 9]] = 0.0  # padding rows (and an all-zero real frame would look the same)
-    for fn in (wrapped, inner):
-        fn.zero_grad()
-    out = wrapped(obs)
-    ref_grads = []
-    ref = inner(obs)
-    assert th.allclose(out, ref, atol=1e-6)
-    weights = th.randn_like(ref)
-    (ref * weights).sum().backward()
-    ref_grads = [p.grad.clone() for p in inner.parameters()]
-    inner.zero_grad()
-    (wrapped(obs) * weights).sum().backward()
-    for g, g_ref in zip((p.grad for p in inner.parameters()), ref_grads, strict=True):
-        assert th.allclose(g, g_ref, atol=1e-5)
-    assert th.allclose(wrapped(th.zeros(3, 1, 36, 36)), inner(th.zeros(3, 1, 36, 36)), atol=1e-6)
+    out, ref = skipping.extract_features(obs), plain.extract_features(obs)
+    outs, refs = (out, ref) if isinstance(out, tuple) else ((out,), (ref,))
+    weights = [th.randn_like(r) for r in refs]
+    for o, r in zip(outs, refs, strict=True):
+        assert th.allclose(o, r, atol=1e-6)
+    sum((o * w).sum() for o, w in zip(outs, weights, strict=True)).backward()
+    sum((r * w).sum() for r, w in zip(refs, weights, strict=True)).backward()
+    for (name, p), q in zip(skipping.named_parameters(), plain.parameters(), strict=True):
+        if p.grad is not None or q.grad is not None:
+            assert th.allclose(p.grad, q.grad, atol=1e-5), name
 
 
 def test_chunk_starts_are_env_major():
