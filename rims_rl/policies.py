@@ -110,10 +110,10 @@ class RimsRecurrentPolicy(RecurrentActorCriticPolicy):
         """
         if not (self.skip_padding and isinstance(obs, th.Tensor) and obs.shape[0] > 2):
             return super().extract_features(obs, features_extractor)
-        zero = ~obs.flatten(1).any(1)
+        zero = obs.flatten(1).eq(0).all(1)  # bool whatever the dtype (any() on uint8 returns uint8)
         if int(zero.sum()) < 2:
             return super().extract_features(obs, features_extractor)
-        first_zero = int(th.argmax(zero.to(th.uint8)))
+        first_zero = int(th.nonzero(zero)[0])
         keep = ~zero
         keep[first_zero] = True
         position = th.cumsum(keep, 0) - 1  # row -> its row among the kept ones

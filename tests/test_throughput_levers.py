@@ -41,6 +41,8 @@ def test_skip_padding_gives_the_same_features_and_gradients(share_features_extra
     skipping, plain = policies
     obs = th.randint(0, 256, (10, 1, 36, 36)).float()
     obs[[2, 5, 6, 9]] = 0.0  # padding rows (and an all-zero real frame would look the same)
+    as_uint8 = obs.to(th.uint8)  # rollouts pass the env's dtype
+    assert th.equal(skipping.extract_features(as_uint8)[0], plain.extract_features(as_uint8)[0])
     out, ref = skipping.extract_features(obs), plain.extract_features(obs)
     outs, refs = (out, ref) if isinstance(out, tuple) else ((out,), (ref,))
     weights = [th.randn_like(r) for r in refs]
