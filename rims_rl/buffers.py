@@ -42,6 +42,12 @@ class _TruncatedMixin:
     n_envs: int
     seq_len: int | None
 
+    def __init__(self, *args, seq_len: int | None = None, **kwargs) -> None:
+        if seq_len is not None and seq_len < 1:
+            raise ValueError(f"seq_len must be a positive integer or None, got {seq_len!r}")
+        self.seq_len = seq_len
+        super().__init__(*args, **kwargs)
+
     def _with_chunks(self, env_change: np.ndarray) -> np.ndarray:
         if self.seq_len is None:
             return env_change
@@ -55,12 +61,6 @@ class TruncatedRecurrentRolloutBuffer(_TruncatedMixin, RecurrentRolloutBuffer):
     :param seq_len: longest sequence (None: sb3-contrib's behaviour); other arguments as sb3-contrib's
     """
 
-    def __init__(self, *args, seq_len: int | None = None, **kwargs) -> None:
-        if seq_len is not None and seq_len < 1:
-            raise ValueError(f"seq_len must be a positive integer or None, got {seq_len!r}")
-        self.seq_len = seq_len
-        super().__init__(*args, **kwargs)
-
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None
     ) -> RecurrentRolloutBufferSamples:
@@ -69,12 +69,6 @@ class TruncatedRecurrentRolloutBuffer(_TruncatedMixin, RecurrentRolloutBuffer):
 
 class TruncatedRecurrentDictRolloutBuffer(_TruncatedMixin, RecurrentDictRolloutBuffer):
     """Dict-observation version of :class:`TruncatedRecurrentRolloutBuffer`."""
-
-    def __init__(self, *args, seq_len: int | None = None, **kwargs) -> None:
-        if seq_len is not None and seq_len < 1:
-            raise ValueError(f"seq_len must be a positive integer or None, got {seq_len!r}")
-        self.seq_len = seq_len
-        super().__init__(*args, **kwargs)
 
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None
