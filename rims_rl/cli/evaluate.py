@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-zoo", action="store_true", help="list the pretrained agents and exit")
     p.add_argument("--load-best", action="store_true", help="in run folders, evaluate best_model.zip (default: final model)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads (1: fastest for small models; <= 0: default)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -190,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     :return: exit code (0 ok, 1 error, 2 usage, 3 nothing to evaluate)
     """
     args = build_parser().parse_args(argv)
+    if args.num_threads > 0:
+        import torch as th
+
+        th.set_num_threads(args.num_threads)
     try:
         return _run(args)
     except (FileNotFoundError, ValueError, KeyError) as e:
