@@ -162,6 +162,18 @@ def test_repository_zoo_manifest_is_valid():
     list_zoo()  # parses; may be empty
 
 
+def test_repository_zoo_agents_load_and_fit_their_envs():
+    import gymnasium as gym
+
+    import rims_rl  # noqa: F401  (registers the env ids)
+
+    for entry in list_zoo():
+        model = load_zoo_agent(entry.id)  # checks the sha256 first
+        assert model.policy.core_name == entry.core
+        env = gym.make(entry.env)
+        assert model.observation_space == env.observation_space and model.action_space == env.action_space
+
+
 def _run(folder, timesteps, scores):
     folder.mkdir()
     results = np.repeat(np.asarray(scores, dtype=float)[:, None], 2, axis=1)
