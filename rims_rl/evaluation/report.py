@@ -256,7 +256,7 @@ def plot_ratios(comparison: Comparison, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = sorted((r for r in comparison.envs if math.isfinite(r.ratio)), key=lambda r: r.ratio)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(rows) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 2), 4))
     x = np.arange(len(rows))
     values = np.array([r.ratio for r in rows])
     low = np.array([r.ratio_ci[0] if math.isfinite(r.ratio_ci[0]) else r.ratio for r in rows])
@@ -265,7 +265,7 @@ def plot_ratios(comparison: Comparison, path: str | Path) -> None:
     ax.bar(x, values, color=colors, yerr=np.vstack([values - low, high - values]) if rows else None, capsize=3)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(x, [r.env for r in rows], rotation=60, ha="right")
-    ax.set_ylabel("(S_rims - S_lstm) / (max(S_lstm, S_ref) - S_random)")
+    ax.set_ylabel("score ratio\n(S_rims - S_lstm) / (max(S_lstm, S_ref) - S_random)", fontsize=9)
     agg = comparison.aggregate
     ax.set_title(f"RIMs vs LSTM: median {_fmt(agg.median)}, IQM {_fmt(agg.iqm)} (95% CI bars)")
     _savefig(fig, Path(path))
