@@ -217,11 +217,12 @@ class RIMs(nn.Module):
         c = self._unit_major(c0)
         outputs = []
         actives = []
-        for t in range(seq_len):
+        # unbind once: indexing [t] in the loop would make autograd build a full-size zero gradient per step
+        for t, (keys_t, cell_in_t) in enumerate(zip(keys.unbind(0), cell_in.unbind(0), strict=True)):
             if keep is not None and t in reset_steps:
                 h = h * keep[t]
                 c = c * keep[t]
-            h, c, active = self._step(keys[t], cell_in[t], h, c)
+            h, c, active = self._step(keys_t, cell_in_t, h, c)
             outputs.append(h)
             actives.append(active)
 
