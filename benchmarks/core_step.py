@@ -3,6 +3,8 @@
     python benchmarks/core_step.py --seq-len 100 --batch 16 --input 128
 
 Gridworld sizes by default: RIMs 4 units, k_active 2, unit size 32 (hidden 128) vs an LSTM of 128.
+``rims`` is the default (fused whole-sequence forward/backward); ``rims_autograd`` is the same core with
+``fused=False`` (one autograd graph of ~40 ops per step).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main() -> None:
     th.set_num_threads(args.threads)
     cores = {
         "rims": RIMs(args.input, n_units=4, k_active=2, unit_size=32),
+        "rims_autograd": RIMs(args.input, n_units=4, k_active=2, unit_size=32, fused=False),
         "lstm": LSTMCore(args.input, 128),
     }
     for name, core in cores.items():

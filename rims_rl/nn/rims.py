@@ -20,6 +20,8 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
+from rims_rl.nn.rims_fused import rims_sequence
+
 CELLS = ("lstm", "gru")
 SELECTIONS = ("null", "across_units")
 RESIDUALS = ("plain", "gated")
@@ -82,6 +84,9 @@ class RIMs(nn.Module):
     :param communication: whether units communicate (step 4)
     :param residual: ``"plain"`` (paper: h + attention) or ``"gated"`` (h + sigmoid(W_g a) * tanh(W_o a))
     :param dropout: dropout on the attention probabilities; keep 0 for PPO (see RIMS_NOTES.md)
+    :param fused: run whole sequences through the hand-written forward/backward of ``rims_fused.py`` where
+        it covers the configuration (LSTM cell, ``selection="null"``, no dropout while training); same results
+        as the autograd step up to float rounding, several times fewer ops. False: always the autograd step.
     """
 
     num_layers = 1
@@ -103,6 +108,7 @@ class RIMs(nn.Module):
         communication: bool = True,
         residual: str = "plain",
         dropout: float = 0.0,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if input_value_size is None:
@@ -136,6 +142,7 @@ class RIMs(nn.Module):
         self.communication = communication
         self.residual = residual
         self.dropout = dropout
+        self.fused = bool(fused)
         self.input_heads = input_heads
         self.input_key_size = input_key_size
         self.comm_heads = comm_heads
@@ -165,7 +172,8 @@ class RIMs(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"input_size={self.input_size}, n_units={self.n_units}, k_active={self.k_active}, unit_size={self.unit_size}, "
-            f"cell={self.cell!r}, selection={self.selection!r}, communication={self.communication}, residual={self.residual!r}"
+            f"cell={self.cell!r}, selection={self.selection!r}, communication={self.communication}, "
+            f"residual={self.residual!r}, fused={self.uses_fused()}"
         )
 
     def forward(
@@ -215,6 +223,9 @@ class RIMs(nn.Module):
 
         h = self._unit_major(h0)
         c = self._unit_major(c0)
+        if self.uses_fused():
+            out, c, active = rims_sequence(self, keys, cell_in, h, c, keep, reset_steps)
+            return self._finish(out, c, active, c0)
         outputs = []
         actives = []
         # unbind once: indexing [t] in the loop would make autograd build a full-size zero gradient per step
@@ -226,8 +237,19 @@ class RIMs(nn.Module):
             outputs.append(h)
             actives.append(active)
 
-        out = th.stack(outputs)  # (T, kT, B, d_h)
-        self.last_active = th.stack(actives).transpose(1, 2).detach()  # (T, B, kT)
+        return self._finish(th.stack(outputs), c, th.stack(actives), c0)
+
+    def uses_fused(self) -> bool:
+        """Whether forward takes the hand-written whole-sequence path (see ``fused``)."""
+        covered = self.cell == "lstm" and self.selection == "null"
+        return self.fused and covered and not (self.dropout > 0.0 and self.training)
+
+    def _finish(
+        self, out: th.Tensor, c: th.Tensor, active: th.Tensor, c0: th.Tensor
+    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
+        """Unit-major h of every step (T, kT, B, d_h), final c (kT, B, d_h), active (T, kT, B) -> nn.LSTM layout."""
+        seq_len, _, batch, _ = out.shape
+        self.last_active = active.transpose(1, 2).detach()  # (T, B, kT)
         out = out.permute(0, 2, 1, 3).reshape(seq_len, batch, self.hidden_size)
         h_n = out[-1:].clone()
         c_n = c.permute(1, 0, 2).reshape(1, batch, self.hidden_size) if self.cell == "lstm" else c0

@@ -1,0 +1,86 @@
+"""The hand-written whole-sequence RIMs path (rims_rl/nn/rims_fused.py) against the autograd step."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch as th
+
+from rims_rl.nn import RIMs
+
+IN, UNITS, D = 7, 5, 6
+CONFIGS = [
+    dict(input_heads=heads, residual=res, communication=comm, k_active=k)
+    for heads, (comm, res), k in itertools.product((1, 2), ((True, "plain"), (True, "gated"), (False, "plain")), (2, UNITS))
+]
+
+
+def make(**kwargs) -> RIMs:
+    th.manual_seed(0)
+    base = dict(n_units=UNITS, unit_size=D, input_key_size=8, input_value_size=5, comm_key_size=4, comm_value_size=3)
+    base.update(kwargs)
+    return RIMs(IN, **base).double()
+
+
+def run(core: RIMs, fused: bool, x: th.Tensor, state: tuple[th.Tensor, th.Tensor], starts: th.Tensor) -> dict:
+    core.fused = fused
+    core.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_()
+    h0, c0 = (s.clone().requires_grad_() for s in state)
+    out, (h, c) = core(x, (h0, c0), starts)
+    weights = th.randn(out.shape, generator=th.Generator().manual_seed(3), dtype=out.dtype)
+    ((out * weights).sum() + h.pow(2).sum() + 1.7 * c.sum()).backward()
+    result = {"out": out, "h": h, "c": c, "active": core.last_active, "dx": x.grad, "dh0": h0.grad, "dc0": c0.grad}
+    result.update({f"d{name}": p.grad for name, p in core.named_parameters()})
+    return result
+
+
+@pytest.mark.parametrize("kwargs", CONFIGS, ids=lambda k: "-".join(f"{n}={v}" for n, v in k.items()))
+def test_fused_path_equals_autograd_step_in_values_and_gradients(kwargs):
+    core = make(**kwargs)
+    assert core.uses_fused()
+    th.manual_seed(1)
+    steps, batch = 15, 4
+    x = th.randn(steps, batch, IN, dtype=th.float64)
+    state = (th.randn(1, batch, core.hidden_size, dtype=th.float64), th.randn(1, batch, core.hidden_size, dtype=th.float64))
+    starts = (th.rand(steps, batch) < 0.25).double()
+    starts[0, 0] = 1.0
+    fused, reference = run(core, True, x, state, starts), run(core, False, x, state, starts)
+    assert fused.keys() == reference.keys()
+    assert th.equal(fused["active"], reference["active"])
+    for name in fused:
+        assert fused[name] is not None and reference[name] is not None, name
+        assert th.allclose(fused[name], reference[name], rtol=1e-9, atol=1e-11), name
+    assert all(reference[f"d{n}"].abs().sum() > 0 for n, _ in core.named_parameters()), "every weight gets a gradient"
+
+
+def test_inference_without_autograd_equals_training_forward():
+    core = make()
+    x, starts = th.randn(9, 3, IN, dtype=th.float64), (th.rand(9, 3) < 0.3).double()
+    out, (h, c) = core(x, None, starts)
+    with th.no_grad():
+        out_ng, (h_ng, c_ng) = core(x, None, starts)
+    with th.inference_mode():
+        out_inf, _ = core(x, None, starts)
+    assert out.requires_grad and not out_ng.requires_grad
+    assert th.equal(out.detach(), out_ng) and th.equal(out_ng, out_inf)
+    assert th.equal(h.detach(), h_ng) and th.equal(c.detach(), c_ng)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fused",
+    [
+        (dict(), True),
+        (dict(fused=False), False),
+        (dict(cell="gru"), False),
+        (dict(selection="across_units"), False),
+        (dict(dropout=0.1), False),  # while training: dropout is only in the autograd step
+    ],
+)
+def test_fused_path_is_used_only_where_it_covers_the_configuration(kwargs, fused):
+    core = make(**kwargs)
+    assert core.uses_fused() is fused
+    assert f"fused={fused}" in repr(core)
+    if "dropout" in kwargs:
+        assert core.eval().uses_fused(), "without dropout at evaluation the fused path applies"
