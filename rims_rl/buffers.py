@@ -2,12 +2,13 @@
 
 sb3-contrib cuts a minibatch into sequences only where an episode starts or the env changes, and pads every
 sequence to the longest one; with long episodes a minibatch of 256 steps holds 2-4 sequences of up to
-``n_steps`` steps, so the recurrent core runs ``n_steps`` sequential steps over a tiny batch. Cutting every env's
-rollout also at fixed positions (every ``seq_len`` steps) gives many short sequences instead: the core runs at
-most ``seq_len`` sequential steps over a wider batch. Each cut sequence starts from the state stored for its
-first step during the rollout (sb3-contrib already does this at every sequence start), so only the gradient
-through time is truncated to ``seq_len`` steps (truncated BPTT, as in R2D2 / CleanRL's LSTM PPO with short
-rollouts); the forward pass sees the same states up to the policy change within one update.
+``n_steps`` steps, so the recurrent core runs ``n_steps`` sequential steps over a tiny batch. Cutting every
+sequence longer than ``seq_len`` into pieces of ``seq_len`` steps, counted from its own start, gives many short
+sequences instead: the core runs at most ``seq_len`` sequential steps over a wider batch, and a sequence that
+already fits (a short episode) is never cut. Each piece starts from the state stored for its first step during
+the rollout (sb3-contrib already does this at every sequence start), so only the gradient through time is
+truncated to ``seq_len`` steps (truncated BPTT, as in R2D2 / CleanRL's LSTM PPO with short rollouts); the
+forward pass sees the same states up to the policy change within one update.
 """
 
 from __future__ import annotations
@@ -17,29 +18,32 @@ from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, Rec
 from sb3_contrib.common.recurrent.type_aliases import RecurrentDictRolloutBufferSamples, RecurrentRolloutBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
-__all__ = ["TruncatedRecurrentDictRolloutBuffer", "TruncatedRecurrentRolloutBuffer", "chunk_starts"]
+__all__ = ["TruncatedRecurrentDictRolloutBuffer", "TruncatedRecurrentRolloutBuffer", "sequence_cuts"]
 
 
-def chunk_starts(n_steps: int, n_envs: int, seq_len: int | None) -> np.ndarray:
+def sequence_cuts(starts: np.ndarray, seq_len: int | None) -> np.ndarray:
     """
-    Flags of the steps that start a fixed-length chunk, in the buffer's env-major flattened order.
+    Where sequences start once every sequence longer than ``seq_len`` is cut into pieces of ``seq_len`` steps.
 
-    :param n_steps: rollout length per env
-    :param n_envs: number of envs
-    :param seq_len: chunk length (None: no chunks, all False)
-    :return: (n_envs * n_steps,) float array, 1.0 where ``step % seq_len == 0``
+    :param starts: (n,) flags, in minibatch order, of the steps where sb3-contrib starts a sequence (an episode
+        start or an env change); the first step always starts one
+    :param seq_len: longest sequence (None: no cuts)
+    :return: (n,) bool flags of the sequence starts after cutting (a superset of ``starts``)
     """
-    step = np.tile(np.arange(n_steps), n_envs)  # env-major: env 0's steps, then env 1's, ...
+    flags = np.asarray(starts, dtype=bool).reshape(-1).copy()
+    if flags.size:
+        flags[0] = True
     if seq_len is None:
-        return np.zeros(n_envs * n_steps)
-    return (step % seq_len == 0).astype(np.float64)
+        return flags
+    index = np.arange(flags.size)
+    since_start = index - np.maximum.accumulate(np.where(flags, index, 0))
+    return since_start % seq_len == 0
 
 
 class _TruncatedMixin:
-    """Adds chunk starts to sb3-contrib's sequence starts (``env_change``) before the sequences are cut."""
+    """Adds the cuts of :func:`sequence_cuts` to sb3-contrib's sequence starts (``env_change``)."""
 
-    buffer_size: int
-    n_envs: int
+    episode_starts: np.ndarray
     seq_len: int | None
 
     def __init__(self, *args, seq_len: int | None = None, **kwargs) -> None:
@@ -48,10 +52,13 @@ class _TruncatedMixin:
         self.seq_len = seq_len
         super().__init__(*args, **kwargs)
 
-    def _with_chunks(self, env_change: np.ndarray) -> np.ndarray:
+    def _with_cuts(self, batch_inds: np.ndarray, env_change: np.ndarray) -> np.ndarray:
         if self.seq_len is None:
             return env_change
-        return np.maximum(env_change, chunk_starts(self.buffer_size, self.n_envs, self.seq_len).reshape(env_change.shape))
+        starts = np.logical_or(self.episode_starts[batch_inds].reshape(-1) > 0, env_change[batch_inds].reshape(-1) > 0)
+        cut = env_change.copy()
+        cut.reshape(-1)[batch_inds[sequence_cuts(starts, self.seq_len)]] = 1.0
+        return cut
 
 
 class TruncatedRecurrentRolloutBuffer(_TruncatedMixin, RecurrentRolloutBuffer):
@@ -64,7 +71,7 @@ class TruncatedRecurrentRolloutBuffer(_TruncatedMixin, RecurrentRolloutBuffer):
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None
     ) -> RecurrentRolloutBufferSamples:
-        return super()._get_samples(batch_inds, self._with_chunks(env_change), env)
+        return super()._get_samples(batch_inds, self._with_cuts(batch_inds, env_change), env)
 
 
 class TruncatedRecurrentDictRolloutBuffer(_TruncatedMixin, RecurrentDictRolloutBuffer):
@@ -73,4 +80,4 @@ class TruncatedRecurrentDictRolloutBuffer(_TruncatedMixin, RecurrentDictRolloutB
     def _get_samples(  # type: ignore[override]
         self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None
     ) -> RecurrentDictRolloutBufferSamples:
-        return super()._get_samples(batch_inds, self._with_chunks(env_change), env)
+        return super()._get_samples(batch_inds, self._with_cuts(batch_inds, env_change), env)

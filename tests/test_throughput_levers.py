@@ -12,7 +12,7 @@ from stable_baselines3.common.torch_layers import NatureCNN
 
 from rims_rl import CnnRimsPolicy, MlpRimsPolicy
 from rims_rl.algos import RecurrentPPO
-from rims_rl.buffers import chunk_starts
+from rims_rl.buffers import sequence_cuts
 from rims_rl.envs.memory import CueRecallEnv
 
 SMALL_RIMS = dict(n_units=4, k_active=2, unit_size=8, input_key_size=8, input_value_size=8, comm_key_size=4, comm_value_size=4)
@@ -55,10 +55,13 @@ def test_skip_padding_gives_the_same_features_and_gradients(share_features_extra
             assert th.allclose(p.grad, q.grad, atol=1e-5), name
 
 
-def test_chunk_starts_are_env_major():
-    flags = chunk_starts(n_steps=6, n_envs=2, seq_len=4)
-    assert flags.tolist() == [1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0]
-    assert not chunk_starts(6, 2, None).any()
+def test_sequence_cuts_split_only_sequences_longer_than_seq_len_counting_from_their_start():
+    starts = np.zeros(12, dtype=bool)
+    starts[[7, 10]] = True  # sequences [0, 7), [7, 10), [10, 12); the first step always starts one
+    assert np.flatnonzero(sequence_cuts(starts, 3)).tolist() == [0, 3, 6, 7, 10]
+    assert np.flatnonzero(sequence_cuts(starts, 7)).tolist() == [0, 7, 10], "sequences that fit are not cut"
+    assert np.flatnonzero(sequence_cuts(starts, None)).tolist() == [0, 7, 10]
+    assert sequence_cuts(starts, 1).all()
 
 
 @pytest.mark.parametrize("seq_len", [None, 5, 3])
