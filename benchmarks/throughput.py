@@ -34,14 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 # Agents: name -> description. Flags for lstm/rims: "_sp" wraps the features extractor in
-# the policy's skip_padding=True (default); "_t<L>" trains with sequences truncated to L steps (rims_rl.algos.RecurrentPPO).
+# the policy's skip_padding=True (default); "_t<L>" trains with sequences truncated to L steps (rims_rl.algos.RecurrentPPO);
+# "_ag" (rims only) runs the RIMs core's autograd step instead of its fused whole-sequence path (RIMs(fused=False)).
 AGENTS = {
     "stock": "sb3-contrib RecurrentPPO, stock Cnn/MlpLstmPolicy (shared LSTM)",
+    "stockdef": "sb3-contrib RecurrentPPO, stock Cnn/MlpLstmPolicy, default arrangement (separate actor and critic LSTMs)",
     "ppo": "SB3 PPO CnnPolicy, 4-frame stack (gridworld: MiniGridCNN, no stack)",
     "lstm": "rims_rl LSTM-PPO: RecurrentPPO + CnnRimsPolicy(core='lstm')",
     "rims": "rims_rl RIMs-PPO: RecurrentPPO + CnnRimsPolicy(core='rims')",
 }
-DEFAULT_AGENTS = ["stock", "ppo", "lstm", "rims", "lstm_sp", "rims_sp"]
+DEFAULT_AGENTS = ["stock", "stockdef", "ppo", "lstm_sp", "rims_sp", "rims_sp_ag"]
 SETTINGS = ("atari", "gridworld")
 
 # Shared PPO hyperparameters (paper's Atari setup, App. D.8; agents/*.yml for the gridworld).
@@ -81,20 +83,23 @@ GRID_ID = "MiniGrid-RimsPickup-Train-v0"
 GRID_FALLBACK_ID = "MiniGrid-DoorKey-5x5-v0"
 
 
-def _parse_agent(name: str) -> tuple[str, int | None, bool]:
-    """ "rims_sp_t16" -> ("rims", 16, True): base agent, truncation length (or None), skip-padding extractor."""
+def _parse_agent(name: str) -> tuple[str, int | None, bool, bool]:
+    """ "rims_sp_t16" -> ("rims", 16, True, True): base agent, truncation length (or None), skip-padding extractor,
+    fused RIMs path."""
     base, *flags = name.split("_")
-    seq_len, skip = None, False
+    seq_len, skip, fused = None, False, True
     for flag in flags:
         if flag == "sp":
             skip = True
+        elif flag == "ag" and base == "rims":
+            fused = False
         elif flag.startswith("t") and flag[1:].isdigit():
             seq_len = int(flag[1:])
         else:
             raise ValueError(f"unknown agent flag {flag!r} in {name!r}")
     if base not in AGENTS or (flags and base not in ("lstm", "rims")):
         raise ValueError(f"unknown agent {name!r}")
-    return base, seq_len, skip
+    return base, seq_len, skip, fused
 
 
 # --------------------------------------------------------------------------------------------------- child side
@@ -140,7 +145,7 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
     from rims_rl.algos import RecurrentPPO as TruncatedRecurrentPPO
     from rims_rl.torch_layers import MiniGridCNN
 
-    base, seq_len, skip = _parse_agent(agent)
+    base, seq_len, skip, fused = _parse_agent(agent)
     kwargs = dict(PPO_KWARGS[setting], seed=seed, verbose=0, device="cpu")
     hidden = CORE_CONFIG[setting]["hidden"]
     if setting == "atari":
@@ -153,12 +158,14 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
         return PPO(
             "CnnPolicy" if setting == "atari" else "MlpPolicy", env, policy_kwargs=dict(extractor, net_arch=net_arch), **kwargs
         )
-    if base == "stock":
+    if base in ("stock", "stockdef"):
         policy = "CnnLstmPolicy" if setting == "atari" else "MlpLstmPolicy"
-        policy_kwargs = dict(extractor, net_arch=net_arch, lstm_hidden_size=hidden, shared_lstm=True, enable_critic_lstm=False)
+        policy_kwargs = dict(extractor, net_arch=net_arch, lstm_hidden_size=hidden)
+        if base == "stock":
+            policy_kwargs.update(shared_lstm=True, enable_critic_lstm=False)
         return RecurrentPPO(policy, env, policy_kwargs=policy_kwargs, **kwargs)
     policy_cls = rims_rl.CnnRimsPolicy if setting == "atari" else rims_rl.MlpRimsPolicy
-    core_kwargs = dict(hidden_size=hidden) if base == "lstm" else dict(CORE_CONFIG[setting]["rims"])
+    core_kwargs = dict(hidden_size=hidden) if base == "lstm" else dict(CORE_CONFIG[setting]["rims"], fused=fused)
     policy_kwargs = dict(extractor, net_arch=net_arch, core=base, core_kwargs=core_kwargs)
     # "_sp": the policy's skip_padding (the extractor runs once for all of sb3-contrib's all-zero padding rows)
     policy_kwargs["skip_padding"] = skip
@@ -372,7 +379,8 @@ def main(argv: list[str] | None = None) -> None:
         "--agents",
         nargs="+",
         default=DEFAULT_AGENTS,
-        help="stock ppo lstm rims; flags for lstm/rims: _sp (skip_padding on; off without it), _t<L> (truncated sequences)",
+        help="stock stockdef ppo lstm rims; flags for lstm/rims: _sp (skip_padding on; off without it), _t<L> (truncated "
+        "sequences); for rims: _ag (autograd step instead of the fused path)",
     )
     parser.add_argument(
         "--threads",
