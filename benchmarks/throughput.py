@@ -358,7 +358,8 @@ def markdown(table: dict[str, dict[str, Any]], latency: dict[str, Any] | None, i
         + "; ".join(f"`{k}` = {v}" for k, v in AGENTS.items())
         + "; `_sp` = the policy's skip_padding=True, its default (no extractor work on sb3-contrib's "
         "padding; same losses and gradients); `_t<L>` = rims_rl.algos.RecurrentPPO with training sequences "
-        "truncated to L steps from stored states (changes learning dynamics)."
+        "truncated to L steps from stored states (changes learning dynamics); `_ag` = the RIMs core's autograd "
+        "step (`RIMs(fused=False)`) instead of its fused whole-sequence forward/backward (same results)."
     )
     if latency:
         lines += [
