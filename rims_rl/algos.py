@@ -20,10 +20,12 @@ class RecurrentPPO(_SB3ContribRecurrentPPO):
     """
     :class:`sb3_contrib.RecurrentPPO` whose training sequences are at most ``seq_len`` steps long.
 
-    Each sequence starts from the recurrent state stored during the rollout for its first step, so the
-    gradient through time is truncated to ``seq_len`` steps (truncated BPTT). This changes learning
-    dynamics; ``seq_len=None`` (default) keeps sb3-contrib's sequences (cut only at episode starts and
-    minibatch/env boundaries).
+    A sequence longer than ``seq_len`` is cut into pieces of ``seq_len`` steps counted from its own start; one
+    that fits (an episode of at most ``seq_len`` steps) is not cut. Each piece starts from the recurrent state
+    stored during the rollout for its first step, so the gradient through time is truncated to ``seq_len``
+    steps (truncated BPTT). This changes learning dynamics wherever an episode is longer than ``seq_len``
+    (benchmarks/truncation_curves.py measures it); ``seq_len=None`` (default) keeps sb3-contrib's sequences
+    (cut only at episode starts and minibatch/env boundaries).
 
     :param seq_len: longest training sequence (None: no extra cuts)
     :param args: positional arguments of :class:`sb3_contrib.RecurrentPPO`
