@@ -196,3 +196,24 @@ def test_tensorboard_rims_diagnostics(tmp_path: Path) -> None:
     assert "rims/activation_heatmap" in accumulator.Tags()["images"]
     fracs = [accumulator.Scalars(f"rims/unit_{k}_active_frac")[-1].value for k in range(4)]
     assert sum(fracs) == pytest.approx(2.0, abs=1e-5)  # k_active = 2 of 4 units every step
+
+
+def test_atari_game_transfer_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Train on the transfer setting's source game, then start a target game ("SETTING:SPLIT") from it."""
+    tiny = ["--no-progress", "--verbose", "0", "--n-envs", "2", "-params", "n_steps:32", "batch_size:64"]
+    tiny += ["policy_kwargs.core_kwargs.unit_size:8", "--eval-freq", "0"]
+    assert main(["--env", "atari-transfer", "-n", "64", "-f", str(tmp_path / "src"), *tiny]) == 0
+    source = _run_folder(tmp_path / "src") / "ALE-Pong-v5.zip"
+    out = capsys.readouterr().out
+    assert "Held-out evaluation: python evaluate.py --rims" in out, "Atari skips the in-process summary"
+    # a bare ALE id has neither the setting's frame stack nor (for Pong) its 18 actions: refused, one line
+    code = main(["--env", "ALE/Alien-v5", "-n", "64", "-f", str(tmp_path / "bare"), "-i", str(source), *tiny])
+    _one_line_error(capsys, code, "observation_space")
+    code = main(["--env", "atari-transfer:Alien", "-n", "64", "-f", str(tmp_path / "dst"), "-i", str(source), *tiny])
+    assert code == 0, capsys.readouterr().err
+    target = RecurrentPPO.load(_run_folder(tmp_path / "dst") / "ALE-Alien-v5.zip", device="cpu")
+    assert target.action_space.n == 18 and target.observation_space.shape == (4, 84, 84)
+    code = main(["--env", "atari-transfer:Alien", "-n", "64", "-f", str(tmp_path), "--heldout-episodes", "-1", *tiny])
+    _one_line_error(capsys, code, "--heldout-episodes")
+    code = main(["--env", "atari-transfer:Nope", "-n", "64", "-f", str(tmp_path), *tiny])
+    _one_line_error(capsys, code, "no split 'Nope'", "Alien")

@@ -101,6 +101,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-f", "--log-folder", default="logs", help="root of the run folders")
     parser.add_argument("--eval-freq", type=int, default=None, help="evaluate every N timesteps (<= 0: never)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
+    parser.add_argument("--heldout-episodes", type=int, default=None,
+                        help="episodes per split of the held-out summary printed after training (default: the setting's "
+                             "n_eval_episodes, at most 20; Atari settings: 0, use evaluate.py); 0: no summary")  # fmt: skip
     parser.add_argument("--save-freq", type=int, default=None, help="checkpoint every N timesteps (<= 0: only at the end)")
     parser.add_argument("--tensorboard-log", default=None, help="TensorBoard root (default: inside the run folder)")
     parser.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE",
@@ -274,6 +277,20 @@ def evaluate_heldout(model: Any, setting: Any, config: AgentConfig, n_episodes: 
     return summary
 
 
+def heldout_episodes(requested: int | None, setting: Any) -> int:
+    """
+    :param requested: ``--heldout-episodes`` (None: default)
+    :param setting: the env setting (or None)
+    :return: episodes per split for the summary after training; 0: none (default for Atari: an untrained agent's
+        Atari episodes run for thousands of steps, too long for a summary on a CPU)
+    """
+    if requested is not None:
+        return requested
+    if setting is None or setting.kind.startswith("atari"):
+        return 0
+    return min(setting.n_eval_episodes, 20)
+
+
 def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
     """
     :param args: parsed arguments
@@ -296,6 +313,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
 
     if args.algo not in ALGOS:
         raise CliError(f"unknown algo {args.algo!r}; valid: {', '.join(ALGOS)}")
+    if args.heldout_episodes is not None and args.heldout_episodes < 0:
+        raise CliError(f"--heldout-episodes must be >= 0 (0: no summary), got {args.heldout_episodes}")
     if args.resume is not None and args.trained_agent is not None:
         raise CliError("--resume and --trained-agent cannot be combined")
 
@@ -410,8 +429,11 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
             file.write(pickle.dumps(vecnormalize))
     print(f"\nRun folder: {run_folder}\nFinal model: {final}")
     print(f"TensorBoard: tensorboard --logdir {tb_root}")
-    if setting is not None and len(setting.splits) > 1:
-        n_episodes = min(setting.n_eval_episodes, 20)
+    n_episodes = heldout_episodes(args.heldout_episodes, setting)
+    if setting is not None and len(setting.splits) > 1 and n_episodes == 0:
+        flag = "--rims" if args.algo == "rims_ppo" else "--lstm"
+        print(f"Held-out evaluation: python evaluate.py {flag} {run_folder} --setting {setting.name}")
+    elif setting is not None and len(setting.splits) > 1:
         print(f"Evaluation ({n_episodes} episodes per split, stochastic actions, state carried):")
         for split, (mean, std) in evaluate_heldout(model, setting, config, n_episodes).items():
             print(f"  {split:<20} mean return {mean:8.3f} +/- {std:.3f}")

@@ -25,12 +25,34 @@ class UnknownEnvError(gym.error.Error, ValueError):
     """An env id, game or setting name that is not known; the message lists close matches."""
 
 
+def split_of(env: EnvLike) -> tuple[EnvLike, str | None]:
+    """
+    ``"SETTING:SPLIT"`` names one env of a setting (e.g. ``"atari-transfer:Alien"``, a target game).
+
+    :param env: anything :func:`resolve` takes
+    :return: (the env without the split, the split or None)
+    """
+    if isinstance(env, str) and ":" in env:
+        name, split = env.split(":", 1)
+        if name in list_settings():
+            return name, split
+    return env, None
+
+
 def resolve(env: EnvLike) -> tuple[Setting | None, EnvEntry]:
     """
-    :param env: a setting name, :class:`Setting`, :class:`EnvEntry`, ALE game name or gymnasium id
+    :param env: a setting name (``"SETTING:SPLIT"``: that split's env), :class:`Setting`, :class:`EnvEntry`,
+        ALE game name or gymnasium id
     :return: (the setting, if one was named; the env entry to train on)
     :raises UnknownEnvError: for an unknown name, with close matches among ids, games and setting names
     """
+    env, split = split_of(env)
+    if split is not None:
+        setting = load_setting(str(env))
+        try:
+            return setting, setting.env(split)
+        except ValueError as error:
+            raise UnknownEnvError(str(error)) from None
     if isinstance(env, Setting):
         return env, env.train_env
     if isinstance(env, EnvEntry):
@@ -116,10 +138,13 @@ def make_vec_env(
     :param monitor_dir: folder for Monitor CSV files (one per env)
     :param env_kwargs: extra constructor kwargs for every env
     :param split: with a setting: which of its envs to train on, e.g. a target game of ``atari-transfer``
+        (``"SETTING:SPLIT"`` as ``env`` names it too)
     :return: the VecEnv
     """
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1 (got {n_envs})")
+    env, named_split = split_of(env)
+    split = named_split or split
     setting, entry = resolve(env)
     if setting is not None:
         entry = setting.env(split)
@@ -141,7 +166,8 @@ def make_eval_vec_env(
     """
     An evaluation VecEnv for one split of a setting: true scores, fixed seeds.
 
-    :param env: a setting name or :class:`Setting`; or an env id (then only ``split="train"``)
+    :param env: a setting name or :class:`Setting` (``"SETTING:SPLIT"`` names the split); or an env id (then only
+        ``split="train"``)
     :param split: ``"train"`` or a held-out split name (see ``Setting.splits``)
     :param n_envs: number of envs
     :param seed: base seed (None: the setting's fixed evaluation seed for this split; for a bare id, 0)
@@ -153,6 +179,8 @@ def make_eval_vec_env(
     """
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1 (got {n_envs})")
+    env, named_split = split_of(env)
+    split = named_split or split
     setting, entry = resolve(env)
     if setting is None:
         if split != "train":
