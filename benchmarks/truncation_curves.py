@@ -8,7 +8,7 @@ the mean training episode return after every rollout.
 Usage::
 
     python benchmarks/truncation_curves.py --env RimsCueRecall-v0 --steps 16000 --seq-lens none 16 4 --seeds 0 1 2
-    python benchmarks/truncation_curves.py --env MiniGrid-RimsPickup-Train-v0 --steps 60000 --seq-lens none 16
+    python benchmarks/truncation_curves.py --env MiniGrid-RimsPickup-Train-v0 --steps 150000 --seq-lens none 32 --seeds 0
 """
 
 from __future__ import annotations
@@ -71,11 +71,12 @@ def train(env_id: str, seq_len: int | None, steps: int, seed: int, threads: int)
 
     th.set_num_threads(threads)
     if env_id.startswith("MiniGrid"):
-        env = make_vec_env(env_id, n_envs=8, seed=seed, vec_env_cls=DummyVecEnv)
-        hp = dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=5e-4, clip_range=0.2, ent_coef=0.01)
+        # agents/rims_ppo.yml's minigrid defaults
+        env = make_vec_env(env_id, n_envs=16, seed=seed, vec_env_cls=DummyVecEnv)
+        hp = dict(n_steps=128, batch_size=256, n_epochs=4, learning_rate=1e-3, clip_range=0.2, ent_coef=0.01)
         policy_kwargs = dict(
             features_extractor_class=MiniGridCNN,
-            features_extractor_kwargs=dict(features_dim=128),
+            features_extractor_kwargs=dict(features_dim=128, cell_channels=32),
             net_arch=[64],
             core="rims",
             core_kwargs=dict(n_units=4, k_active=2, unit_size=32),
