@@ -84,3 +84,12 @@ def test_fused_path_is_used_only_where_it_covers_the_configuration(kwargs, fused
     assert f"fused={fused}" in repr(core)
     if "dropout" in kwargs:
         assert core.eval().uses_fused(), "without dropout at evaluation the fused path applies"
+
+
+def test_double_backward_is_refused_not_silently_zero():
+    core = make()
+    x = th.randn(4, 2, IN, dtype=th.float64, requires_grad=True)
+    out, _ = core(x)
+    (grad,) = th.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()

@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 import torch as th
+from torch.autograd.function import once_differentiable
 
 
 class _Saved:
@@ -174,6 +175,7 @@ class _RimsSequence(th.autograd.Function):
         return out, c_n, active
 
     @staticmethod
+    @once_differentiable  # the hand-written backward is not itself differentiable: refuse double backward loudly
     def backward(ctx: Any, d_out: th.Tensor | None, d_c_n: th.Tensor | None, _d_active: Any) -> Any:
         core, keep, reset_steps, saved = ctx.core, ctx.keep, ctx.reset_steps, ctx.saved
         keys, cell_in, *params = ctx.saved_tensors
