@@ -89,7 +89,9 @@ def _forward(
     w_rec, b_rec = params[0], params[1]
     scale = 1.0 / math.sqrt(key_size)
     n_units, batch = h.shape[0], h.shape[1]
-    all_active = k_active == n_units
+    comm_on = core.communication
+    # with k_active == n_units every unit updates: one all-true mask for every step
+    all_on = th.ones(n_units, batch, dtype=th.bool, device=h.device) if k_active == n_units else None
     outputs, actives = [], []
     for t, (keys_t, cell_in_t) in enumerate(zip(keys.unbind(0), cell_in.unbind(0), strict=True)):
         if keep is not None and t in reset_steps:
@@ -98,8 +100,8 @@ def _forward(
         proj = th.baddbmm(b_rec, h, w_rec)
         queries = proj[..., gate_size:].unflatten(-1, (heads, key_size))
         attn = th.sigmoid((queries * keys_t).sum(-1) * scale)  # (kT, B, heads)
-        if all_active:
-            active = th.ones(n_units, batch, dtype=th.bool, device=h.device)
+        if all_on is not None:
+            active = all_on
         else:
             null_attn = 1.0 - attn.mean(-1)
             idx = th.topk(null_attn, k_active, dim=0, largest=False).indices
@@ -115,15 +117,14 @@ def _forward(
         c_new = th.addcmul(f * c, i, tanh_g)
         tanh_c = th.tanh(c_new)
         h_new = o * tanh_c
-        if comm_on := core.communication:
+        if comm_on:
             comm_in = th.where(mask, h_new, h)
             h_new = h_new + _communicate(core, comm_in, params, saved)
         h_out = th.where(mask, h_new, h)
         if saved is not None:
             gate_grad = gates * (1.0 - gates)
             gate_grad[..., 2 * d : 3 * d] = 1.0 - tanh_g * tanh_g
-            gates = gates.clone()
-            gates[..., 2 * d : 3 * d] = tanh_g
+            gates[..., 2 * d : 3 * d] = tanh_g  # i, f, o were read above; no autograd here, so in place is safe
             saved.h.append(h)
             saved.c.append(c)
             saved.mask.append(mask.to(h.dtype))
