@@ -39,25 +39,6 @@ class _Curve(BaseCallback):
             self.points.append((self.num_timesteps, float(statistics.mean(e["r"] for e in buf))))
 
 
-def _cue_success(model: Any, episodes: int = 60) -> float:
-    """Deterministic success rate on fresh cue-recall episodes (as tests/test_policies.py measures it)."""
-    import numpy as np
-
-    from rims_rl.envs.memory import CueRecallEnv
-
-    env = CueRecallEnv(n_cues=3, delay=6)
-    wins = 0.0
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=1000 + ep)
-        state, start, done, reward = None, np.ones(1, dtype=bool), False, 0.0
-        while not done:
-            action, state = model.predict(obs[None], state=state, episode_start=start, deterministic=True)
-            obs, reward, done, _, _ = env.step(int(action[0]))
-            start = np.zeros(1, dtype=bool)
-        wins += reward
-    return wins / episodes
-
-
 def train(env_id: str, seq_len: int | None, steps: int, seed: int, threads: int) -> dict[str, Any]:
     import torch as th
     from stable_baselines3.common.env_util import make_vec_env
@@ -66,7 +47,7 @@ def train(env_id: str, seq_len: int | None, steps: int, seed: int, threads: int)
     import rims_rl
     import rims_rl.envs
     from rims_rl.algos import RecurrentPPO
-    from rims_rl.envs.memory import CueRecallEnv
+    from rims_rl.envs.memory import CueRecallEnv, recall_success
     from rims_rl.torch_layers import MiniGridCNN
 
     th.set_num_threads(threads)
@@ -96,7 +77,7 @@ def train(env_id: str, seq_len: int | None, steps: int, seed: int, threads: int)
     model.learn(total_timesteps=steps, callback=curve)
     wall = time.perf_counter() - t0
     pts = curve.points
-    success = _cue_success(model) if not env_id.startswith("MiniGrid") else None
+    success = None if env_id.startswith("MiniGrid") else recall_success(model, n_cues=3, delay=6)
     last = [r for _, r in pts[-max(1, len(pts) // 5) :]]
     return dict(
         env_id=env_id,

@@ -13,7 +13,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import FakeImageEnv
 
 from rims_rl import CnnRimsPolicy, LSTMCore, MiniGridCNN, MlpRimsPolicy, RIMs
-from rims_rl.envs.memory import CueRecallEnv
+from rims_rl.envs.memory import CueRecallEnv, recall_success
 
 SMALL_RIMS = dict(
     n_units=4, k_active=2, unit_size=16, input_key_size=16, input_value_size=16, comm_key_size=8, comm_value_size=8
@@ -143,20 +143,6 @@ def test_memoryless_policy_cannot_beat_chance_on_cue_recall():
     assert len(query_obs) == 1, "the query step looks the same whatever the cue: a memoryless policy scores 1/n_cues"
 
 
-def _success_rate(model: RecurrentPPO, n_cues: int, delay: int, episodes: int = 60) -> float:
-    env = CueRecallEnv(n_cues=n_cues, delay=delay)
-    wins = 0.0
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=1000 + ep)
-        state, start, done = None, np.ones(1, dtype=bool), False
-        while not done:
-            action, state = model.predict(obs[None], state=state, episode_start=start, deterministic=True)
-            obs, reward, done, _, _ = env.step(int(action[0]))
-            start = np.zeros(1, dtype=bool)
-        wins += reward
-    return wins / episodes
-
-
 @pytest.mark.parametrize("core", ["rims", "lstm"])
 def test_recurrent_ppo_solves_cue_recall(core):
     """
@@ -182,7 +168,7 @@ def test_recurrent_ppo_solves_cue_recall(core):
         policy_kwargs=dict(core=core, core_kwargs=CORE_KWARGS[core], net_arch=[32]),
     )
     model.learn(16_000)
-    assert _success_rate(model, n_cues, delay) >= 0.9
+    assert recall_success(model, n_cues, delay) >= 0.9
 
 
 def test_gym_registration_of_memory_task():

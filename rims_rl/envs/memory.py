@@ -57,3 +57,27 @@ class CueRecallEnv(gym.Env[np.ndarray, np.int64]):
             return self._obs(), reward, True, False, {"cue": self._cue}
         self._t += 1
         return self._obs(), 0.0, False, False, {"cue": self._cue}
+
+
+def recall_success(agent: Any, n_cues: int, delay: int, episodes: int = 60, first_seed: int = 1000) -> float:
+    """
+    Greedy success rate of a recurrent agent on fresh cue-recall episodes, one env, state carried.
+
+    :param agent: anything with SB3's recurrent ``predict(obs, state=, episode_start=, deterministic=)``
+    :param n_cues: as :class:`CueRecallEnv`
+    :param delay: as :class:`CueRecallEnv`
+    :param episodes: number of episodes (episode ``i`` is reset with seed ``first_seed + i``)
+    :param first_seed: seed of the first episode
+    :return: the fraction of episodes whose cue was recalled
+    """
+    env = CueRecallEnv(n_cues=n_cues, delay=delay)
+    wins = 0.0
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=first_seed + ep)
+        state, start, done, reward = None, np.ones(1, dtype=bool), False, 0.0
+        while not done:
+            action, state = agent.predict(obs[None], state=state, episode_start=start, deterministic=True)
+            obs, reward, done, _, _ = env.step(int(action[0]))
+            start = np.zeros(1, dtype=bool)
+        wins += reward
+    return wins / episodes
