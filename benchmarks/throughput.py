@@ -47,32 +47,20 @@ DEFAULT_AGENTS = ["stock", "stockdef", "ppo", "lstm_sp", "rims_sp", "rims_sp_ag"
 SETTINGS = ("atari", "gridworld")
 
 # Shared PPO hyperparameters (paper's Atari setup, App. D.8; agents/*.yml for the gridworld).
-PPO_KWARGS = {
-    "atari": dict(
-        n_steps=128,
-        batch_size=256,
-        n_epochs=4,
-        learning_rate=2.5e-4,
-        clip_range=0.1,
-        ent_coef=0.01,
-        vf_coef=0.5,
-        max_grad_norm=0.5,
-        gamma=0.99,
-        gae_lambda=0.95,
-    ),
-    "gridworld": dict(
-        n_steps=128,
-        batch_size=256,
-        n_epochs=4,
-        learning_rate=5e-4,
-        clip_range=0.2,
-        ent_coef=0.01,
-        vf_coef=0.5,
-        max_grad_norm=0.5,
-        gamma=0.99,
-        gae_lambda=0.95,
-    ),
-}
+_ATARI_PPO = dict(
+    n_steps=128,
+    batch_size=256,
+    n_epochs=4,
+    learning_rate=2.5e-4,
+    clip_range=0.1,
+    ent_coef=0.01,
+    vf_coef=0.5,
+    max_grad_norm=0.5,
+    gamma=0.99,
+    gae_lambda=0.95,
+)
+PPO_KWARGS = {"atari": _ATARI_PPO, "gridworld": dict(_ATARI_PPO, learning_rate=5e-4, clip_range=0.2)}
+
 # Same recurrent state size for every recurrent agent of a setting.
 CORE_CONFIG = {
     "atari": dict(hidden=510, rims=dict(n_units=6, k_active=5, unit_size=85)),
