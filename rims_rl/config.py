@@ -19,11 +19,13 @@ from typing import Any, Union
 import yaml
 from stable_baselines3.common.utils import LinearSchedule
 
+from rims_rl.resources import data_dir
+
 #: Algorithm name -> recurrent core given to the policy (one trainer, RecurrentPPO; only the core differs).
 ALGOS: dict[str, str] = {"rims_ppo": "rims", "lstm_ppo": "lstm"}
 
 #: Default folder holding one YAML file per algorithm.
-AGENTS_DIR = Path(__file__).resolve().parent.parent / "agents"
+AGENTS_DIR = data_dir("agents")
 
 #: Fallback sections, tried in this order after the exact env id.
 FALLBACKS = ("atari", "minigrid", "default")

@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
+from rims_rl.resources import data_dir
+
+ZOO_DIR = data_dir("zoo")
 """Default zoo folder (the repository's top-level zoo/); override with the RIMS_RL_ZOO environment variable."""
 
 MANIFEST_NAME = "manifest.json"

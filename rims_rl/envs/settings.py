@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from rims_rl.envs import atari
+from rims_rl.resources import data_dir
 
 #: Environment variable naming another settings directory (searched first).
 SETTINGS_DIR_ENV = "RIMS_RL_SETTINGS_DIR"
@@ -104,11 +105,11 @@ class Setting:
 
 
 def settings_dirs() -> list[Path]:
-    """:return: the directories searched for ``*.yml`` settings, in order ($RIMS_RL_SETTINGS_DIR, then <repo>/envs)."""
+    """:return: the directories searched for ``*.yml`` settings, in order ($RIMS_RL_SETTINGS_DIR, then the packaged ones)."""
     dirs = []
     if os.environ.get(SETTINGS_DIR_ENV):
         dirs.append(Path(os.environ[SETTINGS_DIR_ENV]))
-    dirs.append(Path(__file__).resolve().parents[2] / "envs")
+    dirs.append(data_dir("envs"))
     return [d for d in dirs if d.is_dir()]
 
 
