@@ -291,10 +291,16 @@ def write_container(meta: dict[str, Any], encoder: Encoder) -> bytes:
     meta = {"format": FORMAT, "version": VERSION, **meta}
     text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(META_ENTRY, text)
-        archive.writestr(TENSORS_ENTRY, th_save_bytes(encoder.tensors) if encoder.tensors else b"")
-        archive.writestr(ARRAYS_ENTRY, np_save_bytes(encoder.arrays) if encoder.arrays else b"")
+    entries = {
+        META_ENTRY: text.encode(),
+        TENSORS_ENTRY: th_save_bytes(encoder.tensors) if encoder.tensors else b"",
+        ARRAYS_ENTRY: np_save_bytes(encoder.arrays) if encoder.arrays else b"",
+    }
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, payload in entries.items():  # fixed timestamps: the same content gives the same bytes
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, payload)
     return buffer.getvalue()
 
 
