@@ -88,7 +88,7 @@ class ResumableCheckpointCallback(CheckpointCallback):
             raise TrainingInterrupted(self.last_checkpoint)
 
     def check_finite(self) -> None:
-        """:raises NonFiniteError: a non-finite weight, optimizer tensor or recurrent state (names the last good checkpoint)."""
+        """:raises NonFiniteError: a non-finite weight, optimizer tensor or recurrent state (names the last good one)."""
         cause = nonfinite_cause(self.model)
         if cause is not None:
             raise NonFiniteError(self.num_timesteps, cause, self.last_checkpoint)

@@ -92,7 +92,9 @@ def nonfinite_cause(model: Any) -> str | None:
     :return: None if every weight, optimizer tensor and recurrent state is finite, else the cause: non-finite
         loss (the last update's logged loss), gradients (Adam's moment estimates), weights or recurrent state
     """
-    weights = [name for name, p in model.policy.state_dict().items() if p.is_floating_point() and not bool(th.isfinite(p).all())]
+    weights = [
+        name for name, p in model.policy.state_dict().items() if p.is_floating_point() and not bool(th.isfinite(p).all())
+    ]
     optimizer_ok = safe_io.all_finite(model.policy.optimizer.state_dict()["state"])
     states_ok = safe_io.all_finite(getattr(model, "_last_lstm_states", None))
     if not weights and optimizer_ok and states_ok:
@@ -321,9 +323,13 @@ def save_vecnormalize(venv: Any, path: str | os.PathLike[str]) -> Path:
     if venv.norm_obs:
         put("obs_rms", venv.obs_rms)
     put("ret_rms", venv.ret_rms)
-    settings = {name: getattr(venv, name) for name in ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon")}
+    settings = {
+        name: getattr(venv, name) for name in ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon")
+    }
     settings["norm_obs_keys"] = getattr(venv, "norm_obs_keys", None)
-    metadata = {"rims_rl": json.dumps({"format": "rims_rl.vecnormalize", "version": 1, "settings": settings, "counts": counts})}
+    metadata = {
+        "rims_rl": json.dumps({"format": "rims_rl.vecnormalize", "version": 1, "settings": settings, "counts": counts})
+    }
     path = Path(path)
     with atomic_write(path) as file:
         file.write(save_arrays(arrays, metadata=metadata))
@@ -346,7 +352,7 @@ def load_vecnormalize(path: str | os.PathLike[str], venv: Any) -> Any:
         meta = json.loads((file.metadata() or {}).get("rims_rl", "{}"))
         if meta.get("format") != "rims_rl.vecnormalize":
             raise safe_io.UnsafeCheckpointError(f"{path} is not a rims_rl VecNormalize file")
-        arrays = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        arrays = {key: file.get_tensor(key) for key in file.keys()}  # safe_open has no __iter__
 
     def get(prefix: str, rms: Any) -> None:
         if isinstance(rms, dict):

@@ -184,7 +184,12 @@ def _schedule_data(value: Any) -> dict[str, Any] | None:
     if isinstance(value, ConstantSchedule):
         return {"type": "constant", "value": float(value.val)}
     if isinstance(value, LinearSchedule):
-        return {"type": "linear", "start": float(value.start), "end": float(value.end), "end_fraction": float(value.end_fraction)}
+        return {
+            "type": "linear",
+            "start": float(value.start),
+            "end": float(value.end),
+            "end_fraction": float(value.end_fraction),
+        }
     return None
 
 
@@ -340,7 +345,9 @@ def read_container(source: bytes | str | os.PathLike[str]) -> tuple[dict[str, An
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise UnsafeCheckpointError("not a rims_rl safe-format file (no format marker)")
         if meta.get("version") != VERSION:
-            raise UnsafeCheckpointError(f"unsupported safe-format version {meta.get('version')!r} (this rims_rl reads {VERSION})")
+            raise UnsafeCheckpointError(
+                f"unsupported safe-format version {meta.get('version')!r} (this rims_rl reads {VERSION})"
+            )
         tensor_bytes = archive.read(TENSORS_ENTRY) if TENSORS_ENTRY in names else b""
         array_bytes = archive.read(ARRAYS_ENTRY) if ARRAYS_ENTRY in names else b""
     try:
@@ -442,7 +449,7 @@ def load_model(
 
         import rims_rl.policies  # noqa: F401  (the pickled policy class must be importable)
 
-        stream = io.BytesIO(source) if isinstance(source, bytes) else source
+        stream: Any = io.BytesIO(source) if isinstance(source, bytes) else source
         return ContribRecurrentPPO.load(stream, env=env, device=device, force_reset=force_reset, **kwargs)
     if meta.get("kind") != "model" or meta.get("algo") not in _ALGO_NAMES:
         raise UnsafeCheckpointError(f"not a model file (kind {meta.get('kind')!r}, algo {meta.get('algo')!r})")
@@ -550,4 +557,3 @@ def all_finite(values: Any) -> bool:
         if np.issubdtype(array.dtype, np.floating) and not bool(np.isfinite(array).all()):
             return False
     return True
-

@@ -93,7 +93,9 @@ def list_zoo(root: str | Path | None = None) -> list[ZooEntry]:
     fields = set(ZooEntry.__dataclass_fields__)
     for item in _read_manifest(root)["agents"]:
         if not isinstance(item, dict):
-            raise ValueError(f"corrupt zoo manifest {root / MANIFEST_NAME}: an entry is a {type(item).__name__}, not an object")
+            raise ValueError(
+                f"corrupt zoo manifest {root / MANIFEST_NAME}: an entry is a {type(item).__name__}, not an object"
+            )
         missing = {"id", "algo", "core", "setting", "env", "path", "sha256"} - set(item)
         if missing:
             raise ValueError(f"zoo manifest entry {item.get('id', '?')!r} lacks {sorted(missing)}")

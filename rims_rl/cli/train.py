@@ -231,7 +231,7 @@ def _find_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, Path]:
     if target.is_file():
         run = target.parent.parent
         if target.parent.name != "checkpoints" or not CHECKPOINT_RE.match(target.name) or not (run / "config.yml").is_file():
-            raise CliError(f"--resume: {target} is not a checkpoint inside a run folder (RUN/checkpoints/rl_model_<n>_steps.zip)")
+            raise CliError(f"--resume: {target} is not a checkpoint of a run folder (RUN/checkpoints/rl_model_<n>_steps.zip)")
         return run, target
     if not (target / "config.yml").is_file():
         raise CliError(f"--resume: {target} is neither a run folder (with config.yml) nor a checkpoint file")
@@ -261,7 +261,8 @@ def _load_trained_agent(model: Any, path: str, trust_remote_code: bool = False) 
         raise CliError(f"--trained-agent: cannot read {path}: {error}") from None
     for name in ("observation_space", "action_space"):
         if getattr(source, name) != getattr(model, name):
-            raise CliError(f"--trained-agent: {name} differs: checkpoint {getattr(source, name)} vs env {getattr(model, name)}")
+            saved, wanted = getattr(source, name), getattr(model, name)
+            raise CliError(f"--trained-agent: {name} differs: checkpoint {saved} vs env {wanted}")
     try:
         model.policy.load_state_dict(source.policy.state_dict())
     except RuntimeError as error:
@@ -347,7 +348,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         setting, env_id = _resolve_env(env_name)
         done = int(resume_from.name.split("_")[2])
         if done >= n_timesteps:
-            print(f"{run_folder} already finished ({done} of {n_timesteps} timesteps); nothing to do (a larger -n continues it)")
+            print(f"{run_folder} already finished ({done} of {n_timesteps} timesteps); nothing to do (a larger -n continues)")
             return 0
         remove_tmp_files(run_folder)
         print(f"Resuming {run_folder} from {resume_from}")
@@ -426,11 +427,10 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         print(f"Interrupted at {model.num_timesteps} timesteps; checkpoint: {stop.checkpoint}")
         print(f"Continue with: rims-train --resume {run_folder}")
         status = 130
-    except NonFiniteError as error:
-        last = error.last_good or checkpoints.last_checkpoint
-        error = NonFiniteError(error.step, error.cause, last)
-        print(f"rims-train: error: {error}" + (f"; continue with: rims-train --resume {run_folder}" if last else ""),
-              file=sys.stderr)  # fmt: skip
+    except NonFiniteError as stop:
+        good = stop.last_good or checkpoints.last_checkpoint
+        hint = f"; continue with: rims-train --resume {run_folder}" if good else ""
+        print(f"rims-train: error: {NonFiniteError(stop.step, stop.cause, good)}{hint}", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:
         last = checkpoints.last_checkpoint or "none yet"

@@ -83,7 +83,8 @@ class ReplayRecorder(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
         """As the env's; records the action."""
-        self.actions.append(np.array(action, copy=True))
+        if self.replayable:
+            self.actions.append(np.array(action, copy=True))
         return self.env.step(action)
 
     def get_state(self) -> dict[str, Any]:
@@ -173,7 +174,7 @@ def _set_rms(rms: Any, data: Any) -> None:
     rms.mean, rms.var, rms.count = np.array(data["mean"]), np.array(data["var"]), data["count"]
 
 
-def _layer_state(layer: VecEnv) -> dict[str, Any]:  # noqa: C901
+def _layer_state(layer: VecEnv) -> dict[str, Any]:
     if isinstance(layer, VecNormalize):
         return {"type": "VecNormalize", "obs_rms": _rms(layer.obs_rms) if layer.norm_obs else None,
                 "ret_rms": _rms(layer.ret_rms), "returns": layer.returns, "training": layer.training,
@@ -246,7 +247,7 @@ def set_venv_state(venv: VecEnv, state: list[dict[str, Any]]) -> None:
     layers = _layers(venv)
     names = [type(layer).__name__ for layer in layers]
     saved = [layer_state["type"] for layer_state in state]
-    if len(layers) != len(saved) or any(not isinstance(layer, _LAYER_TYPES[s]) for layer, s in zip(layers, saved)):
+    if len(layers) != len(saved) or any(not isinstance(x, _LAYER_TYPES[s]) for x, s in zip(layers, saved, strict=True)):
         raise ValueError(f"the env's layers {names} differ from the saved ones {saved}")
     base = layers[-1]
     if len(state[-1]["envs"]) != base.num_envs:
