@@ -284,7 +284,8 @@ def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
             extra = decoder.decode(meta["extra"]) if "extra" in meta else None
             params = decoder.decode(meta.get("params"))
         except (zipfile.BadZipFile, OSError, safe_io.UnsafeCheckpointError, KeyError, ValueError, TypeError) as error:
-            warnings.warn(f"skipping unreadable checkpoint {path} ({str(error)[:120]})", stacklevel=2)
+            why = "an SB3 zip (pickled), not a rims_rl safe checkpoint" if str(error) == safe_io.TRUST_HINT else str(error)
+            warnings.warn(f"skipping unreadable checkpoint {path} ({why[:120]})", stacklevel=2)
             continue
         if not isinstance(extra, dict) or "resume" not in extra:
             warnings.warn(f"skipping {path}: no resume state", stacklevel=2)

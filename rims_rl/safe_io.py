@@ -542,18 +542,17 @@ def read_values(source: bytes | str | os.PathLike[str], kind: str) -> dict[str, 
 
 def all_finite(values: Any) -> bool:
     """
-    :param values: anything :class:`Encoder` accepts
+    :param values: nested lists, tuples, dicts, deques of tensors, arrays, floats and anything else (ignored)
     :return: whether every float tensor, array and float in it is finite
     """
-    encoder = Encoder()
-    try:
-        encoder.encode(values)
-    except TypeError:
-        return True
-    for tensor in encoder.tensors.values():
-        if tensor.is_floating_point() and not bool(th.isfinite(tensor).all()):
-            return False
-    for array in encoder.arrays.values():
-        if np.issubdtype(array.dtype, np.floating) and not bool(np.isfinite(array).all()):
-            return False
+    if isinstance(values, th.Tensor):
+        return not values.is_floating_point() or bool(th.isfinite(values).all())
+    if isinstance(values, np.ndarray):
+        return not np.issubdtype(values.dtype, np.floating) or bool(np.isfinite(values).all())
+    if isinstance(values, float | np.floating):
+        return math.isfinite(values)
+    if isinstance(values, dict):
+        return all(all_finite(v) for v in values.values())
+    if isinstance(values, list | tuple | deque):
+        return all(all_finite(v) for v in values)
     return True
