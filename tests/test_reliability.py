@@ -118,6 +118,16 @@ def test_crafted_zip_never_runs_through_train_i_and_policy_load(
     assert code == 2
     assert "--trust-remote-code" in _single_stderr_line(capsys)
     assert not marker.exists()
+    # an ecosystem zip (export_sb3 of a rims_rl run) is refused without the flag and used with it
+    from rims_rl.safe_io import export_sb3
+
+    tiny = [*FAST, "--algo", "lstm_ppo", "-n", "128", "--eval-freq", "0"]
+    assert train_main([*tiny, "-f", str(tmp_path / "src")]) == 0
+    exported = export_sb3(next((tmp_path / "src" / "lstm_ppo").iterdir()) / f"{ENV}.zip", tmp_path / "sb3.zip")
+    capsys.readouterr()
+    assert train_main([*tiny, "-f", str(tmp_path / "dst"), "-i", str(exported)]) == 2
+    assert "--trust-remote-code" in _single_stderr_line(capsys)
+    assert train_main([*tiny, "-f", str(tmp_path / "dst"), "-i", str(exported), "--trust-remote-code"]) == 0
     pth = tmp_path / "policy.pth"
     th.save({"state_dict": {}, "data": {"x": _Marker(marker)}}, pth)
     with pytest.raises(UnsafeCheckpointError):
