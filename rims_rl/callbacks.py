@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import warnings
+import zipfile
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -17,7 +19,14 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback,
 from stable_baselines3.common.logger import Image
 from stable_baselines3.common.vec_env import VecEnv
 
-from rims_rl.checkpoint import capture_resume_state, save_model_atomic
+from rims_rl.checkpoint import (
+    NonFiniteError,
+    capture_resume_state,
+    nonfinite_cause,
+    restore_eval_env,
+    save_model_atomic,
+)
+from rims_rl.envs.replay import attach_recorders
 
 
 class TrainingInterrupted(Exception):
@@ -36,6 +45,11 @@ class ResumableCheckpointCallback(CheckpointCallback):
     Ctrl-C (SIGINT, see :meth:`handle_sigint`) asks it to save at the next boundary and stop with
     :class:`TrainingInterrupted`; a second Ctrl-C stops at once (the previous checkpoint stays valid).
 
+    At every rollout boundary the weights, optimizer state and recurrent states are checked: a non-finite one
+    stops training with :class:`~rims_rl.checkpoint.NonFiniteError` (naming the step, the cause and the last good
+    checkpoint) and no checkpoint is written for that step. With an evaluation callback registered
+    (:meth:`track_evaluation`), its env's state is part of every checkpoint.
+
     :param save_freq: save every this many timesteps (all envs together); <= 0: only on Ctrl-C and at the end
     :param save_path: the run's ``checkpoints/`` folder
     :param verbose: 1 prints each save
@@ -47,6 +61,13 @@ class ResumableCheckpointCallback(CheckpointCallback):
         self.last_save_timesteps = 0
         self.stop_requested = False
         self.last_checkpoint: Path | None = None
+        self.eval_env: VecEnv | None = None
+
+    def track_evaluation(self, eval_env: VecEnv | None) -> None:
+        """
+        :param eval_env: the evaluation env whose state (RNGs, current episode) every checkpoint must include
+        """
+        self.eval_env = eval_env
 
     def _on_training_start(self) -> None:
         self.last_save_timesteps = self.num_timesteps
@@ -58,6 +79,7 @@ class ResumableCheckpointCallback(CheckpointCallback):
         # Called after the previous rollout's gradient update: policy, optimizer, env and RNGs are consistent.
         if self.num_timesteps == self.last_save_timesteps:
             return
+        self.check_finite()
         due = self.save_every > 0 and self.num_timesteps - self.last_save_timesteps >= self.save_every
         if due or self.stop_requested:
             self.save_checkpoint()
@@ -65,10 +87,21 @@ class ResumableCheckpointCallback(CheckpointCallback):
             assert self.last_checkpoint is not None
             raise TrainingInterrupted(self.last_checkpoint)
 
+    def check_finite(self) -> None:
+        """:raises NonFiniteError: a non-finite weight, optimizer tensor or recurrent state (names the last good one)."""
+        cause = nonfinite_cause(self.model)
+        if cause is not None:
+            raise NonFiniteError(self.num_timesteps, cause, self.last_checkpoint)
+
     def save_checkpoint(self) -> Path:
-        """:return: path of the checkpoint written for the current timestep (a rollout boundary)."""
+        """
+        :return: path of the checkpoint written for the current timestep (a rollout boundary)
+        :raises NonFiniteError: nothing written, the model holds a non-finite tensor
+        """
+        self.check_finite()
         path = Path(self._checkpoint_path(extension="zip"))
-        self.last_checkpoint = save_model_atomic(self.model, path, capture_resume_state(self.model))  # type: ignore[arg-type]
+        state = capture_resume_state(self.model, self.eval_env)
+        self.last_checkpoint = save_model_atomic(self.model, path, state)
         self.last_save_timesteps = self.num_timesteps
         if self.verbose >= 1:
             print(f"Saving checkpoint to {path}")
@@ -108,28 +141,52 @@ class ResumableEvalCallback(EvalCallback):
     EvalCallback (same ``evaluations.npz`` format) that keeps the earlier evaluations of a resumed run and evaluates
     every ``eval_freq`` timesteps (not callback calls), so a resumed run evaluates at the same steps.
 
-    :param eval_env: evaluation env
+    ``evaluations.npz`` is written atomically (a temporary file, then ``os.replace``). On resume, evaluations after
+    the checkpoint's step (written before a kill) are dropped, an unreadable file is set aside with a warning, and
+    the evaluation env's state saved in the checkpoint is restored, so the resumed run evaluates on the same
+    episodes with the same RNG draws as an uninterrupted one.
+
+    :param eval_env: evaluation env (its envs get replay recorders, see :mod:`rims_rl.envs.replay`)
     :param eval_freq: evaluate every this many timesteps (all envs together)
+    :param resume_state: the checkpoint's resume state when resuming (None: a fresh run)
     :param kwargs: passed to EvalCallback
     """
 
-    def __init__(self, eval_env: VecEnv, eval_freq: int, **kwargs: Any) -> None:
+    def __init__(self, eval_env: VecEnv, eval_freq: int, resume_state: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        attach_recorders(eval_env)
         super().__init__(eval_env, eval_freq=max(eval_freq, 1), **kwargs)
         self.eval_every = eval_freq
         self.next_eval = eval_freq
+        self.resume_state = resume_state
 
     def _init_callback(self) -> None:
         super()._init_callback()
-        npz = f"{self.log_path}.npz"  # EvalCallback's log_path is ".../evaluations"; np.savez adds ".npz"
-        if self.log_path is not None and os.path.exists(npz):
+        if self.resume_state is not None and not restore_eval_env(self.eval_env, self.resume_state):
+            warnings.warn("the evaluation env state was not in the checkpoint: the resumed run is not bit-exact", stacklevel=2)
+        self.resume_state = None
+        if self.log_path is None:
+            return
+        npz = Path(f"{self.log_path}.npz")  # EvalCallback's log_path is ".../evaluations"; np.savez adds ".npz"
+        if not npz.exists():
+            return
+        try:
             with np.load(npz) as previous:
-                self.evaluations_timesteps = previous["timesteps"].tolist()
-                self.evaluations_results = previous["results"].tolist()
-                self.evaluations_length = previous["ep_lengths"].tolist()
+                timesteps = previous["timesteps"].tolist()
+                keep = [i for i, step in enumerate(timesteps) if step <= self.model.num_timesteps]
+                self.evaluations_timesteps = [timesteps[i] for i in keep]
+                self.evaluations_results = [previous["results"][i].tolist() for i in keep]
+                self.evaluations_length = [previous["ep_lengths"][i].tolist() for i in keep]
                 if "successes" in previous:
-                    self.evaluations_successes = previous["successes"].tolist()
-            if self.evaluations_results:
-                self.best_mean_reward = float(max(np.mean(r) for r in self.evaluations_results))
+                    self.evaluations_successes = [previous["successes"][i].tolist() for i in keep]
+        except (OSError, ValueError, KeyError, EOFError, IndexError, zipfile.BadZipFile) as error:
+            aside = npz.with_name(npz.name + ".unreadable")
+            os.replace(npz, aside)
+            warnings.warn(f"{npz} is unreadable ({type(error).__name__}); moved to {aside.name}, earlier evaluations "
+                          "are not in the new file", stacklevel=2)  # fmt: skip
+            self.evaluations_timesteps, self.evaluations_results, self.evaluations_length = [], [], []
+            return
+        if self.evaluations_results:
+            self.best_mean_reward = float(max(np.mean(r) for r in self.evaluations_results))
 
     def _on_training_start(self) -> None:
         self.next_eval = (self.num_timesteps // self.eval_every + 1) * self.eval_every if self.eval_every > 0 else 0
@@ -139,7 +196,20 @@ class ResumableEvalCallback(EvalCallback):
             return True
         self.next_eval = (self.num_timesteps // self.eval_every + 1) * self.eval_every
         self.n_calls = self.eval_freq  # make the parent's "n_calls % eval_freq == 0" test true exactly now
-        return super()._on_step()
+        if self.log_path is None:
+            return super()._on_step()
+        # the parent writes np.savez(log_path): point it at a temporary name, then move that file into place
+        final = f"{self.log_path}.npz"
+        self.log_path = os.path.join(os.path.dirname(final), f".evaluations.{os.getpid()}.tmp")
+        try:
+            result = super()._on_step()
+        finally:
+            tmp, self.log_path = f"{self.log_path}.npz", final[: -len(".npz")]
+        if os.path.exists(tmp):
+            with open(tmp, "rb") as file:
+                os.fsync(file.fileno())
+            os.replace(tmp, final)
+        return result
 
 
 def activation_heatmap(active: np.ndarray, cell_h: int = 12, max_width: int = 800) -> np.ndarray:

@@ -1,16 +1,15 @@
-"""Atomic checkpoints and exact resume for RecurrentPPO.
+"""Atomic checkpoints and exact resume for RecurrentPPO, in a format that cannot run code.
 
-A checkpoint is an ordinary SB3 model zip (``RecurrentPPO.load`` reads it) with one extra entry,
-``rims_rl_resume.pkl``, holding what SB3 does not save: the recurrent states of the last rollout step, the RNG
-states (python, numpy, torch) and the training VecEnv's state (the env objects with their own RNGs, frame stacks,
-VecNormalize statistics). Checkpoints are taken at rollout boundaries, where this is the whole training state.
-
-The resume entry is a (cloud)pickle: only load checkpoints you trust, as with any SB3 zip.
+A checkpoint is a safe-format model file (:mod:`rims_rl.safe_io`: JSON + safetensors in a zip, never unpickled)
+whose ``extra`` values hold the resume state, i.e. what the model's own attributes leave out: the recurrent
+states of the last rollout step, the RNG states (python, numpy, torch, the action space's), the training VecEnv's
+state and the evaluation VecEnv's state (:mod:`rims_rl.envs.replay`: replay of the current episode from its
+recorded RNG state, plus the VecEnv layers' arrays). Checkpoints are taken at rollout boundaries, where this is the
+whole training state. A checkpoint with a non-finite tensor is never written (:class:`NonFiniteError`).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import re
@@ -22,14 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import cloudpickle
 import numpy as np
 import torch as th
-from sb3_contrib import RecurrentPPO
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import VecEnv
 
-RESUME_ENTRY = "rims_rl_resume.pkl"
+from rims_rl import safe_io
+from rims_rl.envs.replay import NotCapturable, get_venv_state, make_generator, set_venv_state
+
 CHECKPOINT_RE = re.compile(r"^rl_model_(\d+)_steps\.zip$")
+TMP_RE = re.compile(r"^\..+\.tmp(\.npz)?$")
 
 
 @contextmanager
@@ -71,78 +71,89 @@ def _ignore_os_error() -> Iterator[None]:
         pass
 
 
-def save_model_atomic(model: RecurrentPPO, path: str | os.PathLike[str], resume_state: dict[str, Any] | None = None) -> Path:
+class NonFiniteError(RuntimeError):
     """
-    Save ``model`` as an SB3 zip, atomically, optionally with the resume state inside.
+    Training produced a non-finite value: no checkpoint is written for this step.
+
+    :param step: the timestep
+    :param cause: e.g. "non-finite loss"
+    :param last_good: the newest complete checkpoint, if any
+    """
+
+    def __init__(self, step: int, cause: str, last_good: Path | None) -> None:
+        where = f"last good checkpoint: {last_good}" if last_good is not None else "no good checkpoint yet"
+        super().__init__(f"training stopped at step {step}: {cause}; no checkpoint written for it ({where})")
+        self.step, self.cause, self.last_good = step, cause, last_good
+
+
+def nonfinite_cause(model: Any) -> str | None:
+    """
+    :param model: a RecurrentPPO between two rollouts
+    :return: None if every weight, optimizer tensor and recurrent state is finite, else the cause: non-finite
+        loss (the last update's logged loss), gradients (Adam's moment estimates), weights or recurrent state
+    """
+    weights = [
+        name for name, p in model.policy.state_dict().items() if p.is_floating_point() and not bool(th.isfinite(p).all())
+    ]
+    optimizer_ok = safe_io.all_finite(model.policy.optimizer.state_dict()["state"])
+    states_ok = safe_io.all_finite(getattr(model, "_last_lstm_states", None))
+    if not weights and optimizer_ok and states_ok:
+        return None
+    logged = getattr(getattr(model, "_logger", None), "name_to_value", {})
+    losses = {key: value for key, value in logged.items() if key.startswith("train/") and "loss" in key}
+    bad_losses = sorted(key for key, value in losses.items() if not np.isfinite(value))
+    if bad_losses:
+        return f"non-finite loss ({', '.join(bad_losses)})"
+    if not optimizer_ok:
+        return "non-finite gradients (optimizer state)"
+    if weights:
+        return f"non-finite weights ({', '.join(weights[:3])}{', ...' if len(weights) > 3 else ''})"
+    return "non-finite recurrent state"
+
+
+def save_model_atomic(model: Any, path: str | os.PathLike[str], resume_state: dict[str, Any] | None = None) -> Path:
+    """
+    Save ``model`` in the safe format, atomically, optionally with the resume state inside.
 
     :param model: the model
     :param path: final file name (``.zip`` appended if missing)
     :param resume_state: output of :func:`capture_resume_state`, or None for a plain model file
     :return: the path written
+    :raises NonFiniteError: a non-finite tensor (nothing is written)
     """
-    path = Path(path)
-    if path.suffix != ".zip":
-        path = path.with_name(path.name + ".zip")
-    buffer = io.BytesIO()
-    model.save(buffer)
-    if resume_state is not None:
-        with zipfile.ZipFile(buffer, mode="a") as archive:
-            archive.writestr(RESUME_ENTRY, cloudpickle.dumps(resume_state))
-    with atomic_write(path) as file:
-        file.write(buffer.getvalue())
-    return path
+    cause = nonfinite_cause(model)
+    if cause is not None:
+        raise NonFiniteError(model.num_timesteps, cause, None)
+    return safe_io.save_model(model, path, None if resume_state is None else {"resume": resume_state})
 
 
-def _env_layers(venv: VecEnv) -> list[VecEnv]:
-    """:return: the VecEnv wrapper chain, outermost first, ending with the base VecEnv."""
-    layers = [venv]
-    while isinstance(layers[-1], VecEnvWrapper):
-        layers.append(layers[-1].venv)
-    return layers
-
-
-def get_env_state(venv: VecEnv) -> bytes | None:
-    """
-    :param venv: the training VecEnv (any VecEnvWrapper chain over a DummyVecEnv)
-    :return: the pickled state of every layer (env objects included), or None where it cannot be captured
-        (SubprocVecEnv, unpicklable envs) — resume is then not exact and says so
-    """
-    layers = _env_layers(venv)
-    if not isinstance(layers[-1], DummyVecEnv):
+def _venv_state(venv: VecEnv | None, what: str) -> list[dict[str, Any]] | None:
+    if venv is None:
         return None
-    skip = ("venv", "class_attributes")
-    states = [{key: value for key, value in vars(layer).items() if key not in skip} for layer in layers]
     try:
-        return cloudpickle.dumps(states)
-    except Exception as error:  # e.g. an emulator handle that cannot be pickled
-        message = f"training env state not saved ({type(error).__name__}: {error}); resume will not be exact"
-        warnings.warn(message, stacklevel=2)
+        return get_venv_state(venv)
+    except NotCapturable as error:
+        _warn_once(f"{what} state not saved ({error}); resume will not be exact")
         return None
 
 
-def set_env_state(venv: VecEnv, state: bytes) -> None:
-    """
-    :param venv: a freshly built VecEnv with the same wrapper chain as the saved one
-    :param state: output of :func:`get_env_state`
-    """
-    layers = _env_layers(venv)
-    states = cloudpickle.loads(state)
-    if len(states) != len(layers):
-        raise ValueError(f"saved env has {len(states)} wrapper layers, the new one has {len(layers)}")
-    base = layers[-1]
-    assert isinstance(base, DummyVecEnv)
-    for env in base.envs:
-        env.close()
-    for layer, layer_state in zip(layers, states, strict=True):
-        layer.__dict__.update(layer_state)
+_WARNED: set[str] = set()
 
 
-def capture_resume_state(model: RecurrentPPO) -> dict[str, Any]:
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+def capture_resume_state(model: Any, eval_env: VecEnv | None = None) -> dict[str, Any]:
     """
-    Everything needed to continue training exactly that ``model.save`` leaves out. Call at a rollout boundary.
+    Everything needed to continue training exactly that the model's attributes leave out. Call at a rollout
+    boundary.
 
     :param model: the model being trained
-    :return: a picklable mapping
+    :param eval_env: the evaluation VecEnv, if evaluation is on
+    :return: a mapping of JSON-able values, arrays and tensors
     """
     assert model.env is not None
     return {
@@ -151,25 +162,28 @@ def capture_resume_state(model: RecurrentPPO) -> dict[str, Any]:
         "numpy_rng": np.random.get_state(),
         "torch_rng": th.get_rng_state(),
         "cuda_rng": th.cuda.get_rng_state_all() if th.cuda.is_available() else None,
-        "action_space_rng": model.action_space.np_random.bit_generator.state,
-        "env_state": get_env_state(model.env),
+        "action_space_rng": dict(model.action_space.np_random.bit_generator.state),
+        "env_state": _venv_state(model.env, "training env"),
+        "eval_env_state": _venv_state(eval_env, "evaluation env"),
+        "has_eval_env": eval_env is not None,
     }
 
 
-def read_resume_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+def read_resume_state(path: str | os.PathLike[str] | bytes) -> dict[str, Any] | None:
     """
-    :param path: a checkpoint zip
+    :param path: a checkpoint (path or bytes)
     :return: its resume state, or None for a plain model file
     """
-    with zipfile.ZipFile(path) as archive:
-        if RESUME_ENTRY not in archive.namelist():
-            return None
-        return cloudpickle.loads(archive.read(RESUME_ENTRY))
+    extra = safe_io.read_extra(path)
+    if extra is None or not isinstance(extra.get("resume"), dict):
+        return None
+    return extra["resume"]
 
 
-def restore_resume_state(model: RecurrentPPO, state: dict[str, Any]) -> bool:
+def restore_resume_state(model: Any, state: dict[str, Any]) -> bool:
     """
-    Put the saved recurrent states, env state and RNG states back (after ``RecurrentPPO.load(..., force_reset=False)``).
+    Put the saved recurrent states, env state and RNG states back (after loading with ``force_reset=False``).
+    The env is replayed first, so nothing it draws from the global RNGs disturbs them.
 
     :param model: the loaded model, attached to a freshly built training env
     :param state: output of :func:`capture_resume_state`
@@ -179,15 +193,68 @@ def restore_resume_state(model: RecurrentPPO, state: dict[str, Any]) -> bool:
     model._last_lstm_states = state["last_lstm_states"]
     env_restored = False
     if state.get("env_state") is not None:
-        set_env_state(model.env, state["env_state"])
+        set_venv_state(model.env, state["env_state"])
         env_restored = True
-    random.setstate(state["python_rng"])
-    np.random.set_state(state["numpy_rng"])
+    python_rng = state["python_rng"]
+    random.setstate((int(python_rng[0]), tuple(int(x) for x in python_rng[1]), python_rng[2]))
+    np.random.set_state(tuple(state["numpy_rng"]))  # type: ignore[arg-type]
     th.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None and th.cuda.is_available():
         th.cuda.set_rng_state_all(state["cuda_rng"])
-    model.action_space.np_random.bit_generator.state = state["action_space_rng"]
+    model.action_space._np_random = make_generator(state["action_space_rng"])
     return env_restored
+
+
+def restore_eval_env(eval_env: VecEnv, state: dict[str, Any] | None) -> bool:
+    """
+    :param eval_env: the freshly built evaluation VecEnv
+    :param state: the resume state (None: a fresh run)
+    :return: whether its state was restored
+    """
+    if state is None or state.get("eval_env_state") is None:
+        return False
+    set_venv_state(eval_env, state["eval_env_state"])
+    return True
+
+
+def resume_model(path: str | os.PathLike[str], env: VecEnv, device: str = "auto", **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """
+    Load a checkpoint for exact resume: the model attached to ``env`` (rebuilt as for training), the training
+    env's and the global RNGs' states restored.
+
+    :param path: the checkpoint
+    :param env: the freshly built training VecEnv
+    :param device: torch device
+    :param kwargs: attributes to set on the model (e.g. ``tensorboard_log``)
+    :return: (model, resume state; pass it to :func:`restore_eval_env` once the evaluation env is built)
+    :raises safe_io.UnsafeCheckpointError: not a safe-format checkpoint with a resume state
+    """
+    payload = Path(path).read_bytes()
+    state = read_resume_state(payload)
+    if state is None:
+        raise safe_io.UnsafeCheckpointError(f"{path} has no resume state (a final or best model, not a checkpoint)")
+    model = safe_io.load_model(payload, env=env, device=device, force_reset=False, **kwargs)
+    if not restore_resume_state(model, state):
+        warnings.warn("the training env state could not be restored: the resumed run is not bit-exact", stacklevel=2)
+    return model, state
+
+
+def remove_tmp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """
+    Remove the temporary files an interrupted atomic write left behind (``.<name>.<random>.tmp``).
+
+    :param folder: a run folder (its ``checkpoints/`` is cleaned too)
+    :return: the files removed
+    """
+    removed = []
+    for sub in (Path(folder), Path(folder) / "checkpoints"):
+        if sub.is_dir():
+            for path in sub.iterdir():
+                if path.is_file() and TMP_RE.match(path.name):
+                    with _ignore_os_error():
+                        path.unlink()
+                        removed.append(path)
+    return removed
 
 
 def list_checkpoints(folder: str | os.PathLike[str]) -> list[tuple[int, Path]]:
@@ -209,13 +276,96 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> list[tuple[int, Path]]:
 def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
     """
     :param folder: a run's ``checkpoints/`` folder
-    :return: the newest checkpoint that opens as a valid zip with a resume state, or None
+    :return: the newest checkpoint that reads as a safe-format file with a resume state and finite weights, or None
     """
     for _, path in reversed(list_checkpoints(folder)):
         try:
-            with zipfile.ZipFile(path) as archive:
-                if RESUME_ENTRY in archive.namelist() and archive.testzip() is None:
-                    return path
-        except (zipfile.BadZipFile, OSError):
-            warnings.warn(f"skipping unreadable checkpoint {path}", stacklevel=2)
+            meta, decoder = safe_io.read_container(path)
+            extra = decoder.decode(meta["extra"]) if "extra" in meta else None
+            params = decoder.decode(meta.get("params"))
+        except (zipfile.BadZipFile, OSError, safe_io.UnsafeCheckpointError, KeyError, ValueError, TypeError) as error:
+            why = "an SB3 zip (pickled), not a rims_rl safe checkpoint" if str(error) == safe_io.TRUST_HINT else str(error)
+            warnings.warn(f"skipping unreadable checkpoint {path} ({why[:120]})", stacklevel=2)
+            continue
+        if not isinstance(extra, dict) or "resume" not in extra:
+            warnings.warn(f"skipping {path}: no resume state", stacklevel=2)
+            continue
+        if not safe_io.all_finite(params):
+            warnings.warn(f"skipping {path}: non-finite weights", stacklevel=2)
+            continue
+        return path
     return None
+
+
+def save_vecnormalize(venv: Any, path: str | os.PathLike[str]) -> Path:
+    """
+    Save VecNormalize statistics as one safetensors file (arrays; settings and counts in its JSON metadata).
+
+    :param venv: a VecNormalize
+    :param path: the file (``vecnormalize.safetensors`` in a run folder)
+    :return: the path written
+    """
+    import json
+
+    from safetensors.numpy import save as save_arrays
+
+    arrays: dict[str, np.ndarray] = {}
+    counts: dict[str, float] = {}
+
+    def put(prefix: str, rms: Any) -> None:
+        if isinstance(rms, dict):
+            for key, value in rms.items():
+                put(f"{prefix}.{key}", value)
+            return
+        arrays[f"{prefix}.mean"] = np.ascontiguousarray(rms.mean, dtype=np.float64)
+        arrays[f"{prefix}.var"] = np.ascontiguousarray(rms.var, dtype=np.float64)
+        counts[prefix] = float(rms.count)
+
+    if venv.norm_obs:
+        put("obs_rms", venv.obs_rms)
+    put("ret_rms", venv.ret_rms)
+    settings = {
+        name: getattr(venv, name) for name in ("norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon")
+    }
+    settings["norm_obs_keys"] = getattr(venv, "norm_obs_keys", None)
+    metadata = {
+        "rims_rl": json.dumps({"format": "rims_rl.vecnormalize", "version": 1, "settings": settings, "counts": counts})
+    }
+    path = Path(path)
+    with atomic_write(path) as file:
+        file.write(save_arrays(arrays, metadata=metadata))
+    return path
+
+
+def load_vecnormalize(path: str | os.PathLike[str], venv: Any) -> Any:
+    """
+    Put statistics saved by :func:`save_vecnormalize` into a VecNormalize (no unpickling).
+
+    :param path: the file
+    :param venv: a VecNormalize over the right env
+    :return: ``venv``
+    """
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as file:
+        meta = json.loads((file.metadata() or {}).get("rims_rl", "{}"))
+        if meta.get("format") != "rims_rl.vecnormalize":
+            raise safe_io.UnsafeCheckpointError(f"{path} is not a rims_rl VecNormalize file")
+        arrays = {key: file.get_tensor(key) for key in file.keys()}  # safe_open has no __iter__
+
+    def get(prefix: str, rms: Any) -> None:
+        if isinstance(rms, dict):
+            for key, value in rms.items():
+                get(f"{prefix}.{key}", value)
+            return
+        rms.mean, rms.var, rms.count = arrays[f"{prefix}.mean"], arrays[f"{prefix}.var"], meta["counts"][prefix]
+
+    for name, value in meta["settings"].items():
+        if name != "norm_obs_keys":
+            setattr(venv, name, value)
+    if venv.norm_obs:
+        get("obs_rms", venv.obs_rms)
+    get("ret_rms", venv.ret_rms)
+    return venv

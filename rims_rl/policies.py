@@ -98,6 +98,41 @@ class RimsRecurrentPolicy(RecurrentActorCriticPolicy):
         )
         return data
 
+    def save(self, path: str) -> None:
+        """
+        Save the policy alone (constructor arguments + weights) in rims_rl's safe format (:mod:`rims_rl.safe_io`:
+        JSON + safetensors; SB3's ``BasePolicy.save`` pickles).
+
+        :param path: the file
+        """
+        from rims_rl.checkpoint import atomic_write
+        from rims_rl.safe_io import values_bytes
+
+        data = {k: v for k, v in self._get_constructor_parameters().items() if k != "lr_schedule"}
+        payload = values_bytes("policy", {"data": data, "state_dict": self.state_dict()})
+        with atomic_write(path) as file:
+            file.write(payload)
+
+    @classmethod
+    def load(cls, path: str, device: th.device | str = "auto") -> Any:  # type: ignore[override]
+        """
+        Load a policy written by :meth:`save` (nothing is unpickled).
+
+        :param path: the file
+        :param device: torch device
+        :return: the policy
+        :raises rims_rl.safe_io.UnsafeCheckpointError: not a safe-format policy file (e.g. a pickled ``.pth``)
+        """
+        from stable_baselines3.common.utils import ConstantSchedule, FloatSchedule, get_device
+
+        from rims_rl.safe_io import read_values
+
+        values = read_values(path, "policy")
+        model = cls(lr_schedule=FloatSchedule(ConstantSchedule(0.0)), **values["data"])
+        model.load_state_dict(values["state_dict"])
+        model.to(get_device(device))
+        return model
+
     def extract_features(  # type: ignore[override]
         self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor | None = None
     ) -> th.Tensor | tuple[th.Tensor, th.Tensor]:

@@ -1,19 +1,23 @@
 """The pretrained-agent zoo: a manifest (zoo/manifest.json) of checkpoints with their SHA-256, checked on load.
 
-Checkpoints are SB3 .zip files, whose loading unpickles Python objects: only load files you trust. The hash
-check guarantees a zoo file is the one the manifest was written for, not that the manifest itself is trustworthy.
+Zoo agents are in rims_rl's safe format (:mod:`rims_rl.safe_io`: JSON + safetensors, never unpickled). A file
+is read once; its SHA-256 is computed over those bytes and the model is loaded from the same bytes, so a file
+swapped after the check is never loaded. Manifest paths must stay inside the zoo folder (no absolute paths, no
+``..``, no symlink leading out). ``python -m rims_rl.zoo convert`` converts old SB3-pickle agents (trusting them
+explicitly), checks that each converted agent acts exactly as the original, and updates the manifest.
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import hashlib
 import json
 import os
-import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rims_rl.resources import data_dir
@@ -22,6 +26,8 @@ ZOO_DIR = data_dir("zoo")
 """Default zoo folder (the repository's top-level zoo/); override with the RIMS_RL_ZOO environment variable."""
 
 MANIFEST_NAME = "manifest.json"
+REFERENCE_NAME = "reference_outputs.json"
+"""Per agent: fixed observations and the original (pre-conversion) agent's action probabilities on them."""
 
 
 @dataclass
@@ -88,6 +94,10 @@ def list_zoo(root: str | Path | None = None) -> list[ZooEntry]:
     entries = []
     fields = set(ZooEntry.__dataclass_fields__)
     for item in _read_manifest(root)["agents"]:
+        if not isinstance(item, dict):
+            raise ValueError(
+                f"corrupt zoo manifest {root / MANIFEST_NAME}: an entry is a {type(item).__name__}, not an object"
+            )
         missing = {"id", "algo", "core", "setting", "env", "path", "sha256"} - set(item)
         if missing:
             raise ValueError(f"zoo manifest entry {item.get('id', '?')!r} lacks {sorted(missing)}")
@@ -110,36 +120,73 @@ def get_zoo_entry(agent_id: str, root: str | Path | None = None) -> ZooEntry:
     return entries[agent_id]
 
 
+def _inside(root: Path, rel: str, agent_id: str) -> Path:
+    """
+    :param root: the zoo folder
+    :param rel: a manifest path
+    :param agent_id: for messages
+    :return: ``root / rel``, after checking that it stays inside ``root`` (symlinks resolved)
+    :raises ValueError: an absolute path, a ``..`` component, or a path resolving outside the zoo folder
+    """
+    parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
+    if not parts or rel.startswith(("/", "\\")) or "\\" in rel or ".." in parts or (len(rel) > 1 and rel[1] == ":"):
+        raise ValueError(f"zoo agent {agent_id!r}: path {rel!r} must be relative to the zoo folder, without '..'")
+    path = root / rel
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"zoo agent {agent_id!r}: path {rel!r} resolves outside the zoo folder {root}")
+    return path
+
+
 def zoo_path(entry: ZooEntry, root: str | Path | None = None, verify: bool = True) -> Path:
-    """The checkpoint file of a zoo entry, its SHA-256 checked.
+    """The checkpoint file of a zoo entry, its SHA-256 checked (use :func:`read_zoo_file` to load it).
 
     :param entry: the entry
     :param root: zoo folder
     :param verify: check the hash
     :raises FileNotFoundError: the file is missing
-    :raises ValueError: the hash does not match the manifest
+    :raises ValueError: the hash does not match the manifest, or the path leaves the zoo folder
     """
-    path = (Path(root) if root is not None else zoo_dir()) / entry.path
-    if not path.is_file():
-        raise FileNotFoundError(f"zoo agent {entry.id!r}: checkpoint missing at {path}")
+    path = _inside(Path(root) if root is not None else zoo_dir(), entry.path, entry.id)
     if verify:
-        actual = sha256_file(path)
-        if actual != entry.sha256:
-            raise ValueError(f"zoo agent {entry.id!r}: sha256 mismatch for {path} (manifest {entry.sha256}, file {actual})")
+        read_zoo_file(entry, root)
+    elif not path.is_file():
+        raise FileNotFoundError(f"zoo agent {entry.id!r}: checkpoint missing at {path}")
     return path
 
 
+def read_zoo_file(entry: ZooEntry, root: str | Path | None = None) -> bytes:
+    """The bytes of a zoo agent's file, read once and checked against the manifest's SHA-256.
+
+    :param entry: the entry
+    :param root: zoo folder
+    :return: the verified bytes (load the model from these, never from the path again)
+    :raises FileNotFoundError: the file is missing
+    :raises ValueError: the hash does not match, or the path leaves the zoo folder
+    """
+    path = _inside(Path(root) if root is not None else zoo_dir(), entry.path, entry.id)
+    if not path.is_file():
+        raise FileNotFoundError(f"zoo agent {entry.id!r}: checkpoint missing at {path}")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != entry.sha256:
+        raise ValueError(f"zoo agent {entry.id!r}: sha256 mismatch for {path} (manifest {entry.sha256}, file {actual})")
+    return data
+
+
 def load_zoo_agent(agent_id: str, root: str | Path | None = None, device: str = "cpu") -> Any:
-    """Load a zoo agent after checking its integrity.
+    """Load a zoo agent after checking its integrity (one read: the hashed bytes are the loaded bytes).
 
     :param agent_id: the entry's id
     :param root: zoo folder
     :param device: torch device
     :return: the RecurrentPPO model
     """
-    from rims_rl.evaluation.checkpoints import load_model
+    from rims_rl.evaluation.checkpoints import AgentSpec, load_model
 
-    return load_model(zoo_path(get_zoo_entry(agent_id, root), root), device=device)
+    entry = get_zoo_entry(agent_id, root)
+    data = read_zoo_file(entry, root)
+    root_path = Path(root) if root is not None else zoo_dir()
+    return load_model(AgentSpec(label=entry.id, path=root_path / entry.path, content=data), device=device)
 
 
 def add_to_zoo(
@@ -163,22 +210,137 @@ def add_to_zoo(
     :param seed: training seed
     :param root: zoo folder
     :raises ValueError: duplicate id
+    :raises rims_rl.safe_io.UnsafeCheckpointError: the checkpoint is not in the safe format
     """
+    from rims_rl.checkpoint import atomic_write
+    from rims_rl.safe_io import read_container
+
     root = Path(root) if root is not None else zoo_dir()
     manifest = _read_manifest(root)
-    if any(item.get("id") == agent_id for item in manifest["agents"]):
+    if any(isinstance(item, dict) and item.get("id") == agent_id for item in manifest["agents"]):
         raise ValueError(f"zoo already has an agent {agent_id!r}")
+    data = Path(checkpoint).read_bytes()
+    read_container(data)  # only safe-format files enter the zoo
     rel = Path("agents") / (agent_id.replace("/", "__") + ".zip")
-    dest = root / rel
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copyfile(checkpoint, tmp)
-    os.replace(tmp, dest)
-    entry = ZooEntry(agent_id, algo, core, setting, env, rel.as_posix(), sha256_file(dest), seed)
+    with atomic_write(root / rel) as file:
+        file.write(data)
+    entry = ZooEntry(agent_id, algo, core, setting, env, rel.as_posix(), hashlib.sha256(data).hexdigest(), seed)
     manifest["agents"].append(asdict(entry))
+    _write_manifest(root, manifest)
+    return entry
+
+
+def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
     os.replace(tmp_name, root / MANIFEST_NAME)
-    return entry
+
+
+def reference_outputs(model: Any, observations: list[Any]) -> dict[str, Any]:
+    """
+    Deterministic actions and action probabilities of ``model`` over a sequence of observations, recurrent state
+    carried (one env, one episode).
+
+    :param model: a RecurrentPPO
+    :param observations: single observations (not batched), in order
+    :return: {"actions": [int, ...], "probs": [[float, ...], ...]}
+    """
+    import numpy as np
+    import torch as th
+
+    policy = model.policy
+    state = None
+    actions, probs = [], []
+    for t, obs in enumerate(observations):
+        start = np.array([t == 0])
+        batch = np.asarray(obs)[None]
+        action, state = model.predict(batch, state=state, episode_start=start, deterministic=True)
+        actions.append(int(np.asarray(action).reshape(-1)[0]))
+    with th.no_grad():
+        lstm_states = None
+        for t, obs in enumerate(observations):
+            tensor, _ = policy.obs_to_tensor(np.asarray(obs)[None])
+            if lstm_states is None:
+                zeros = th.zeros(policy.lstm_hidden_state_shape[0], 1, policy.lstm_hidden_state_shape[2])
+                lstm_states = (zeros, zeros.clone())
+            starts = th.tensor([1.0 if t == 0 else 0.0])
+            distribution, lstm_states = policy.get_distribution(tensor, lstm_states, starts)
+            probs.append([float(p) for p in distribution.distribution.probs[0]])
+    return {"actions": actions, "probs": probs}
+
+
+def _reference_observations(model: Any, n: int = 8) -> list[Any]:
+    space = model.observation_space
+    space.seed(0)
+    return [space.sample() for _ in range(n)]
+
+
+def convert_zoo(root: str | Path | None = None, log: Any = print) -> list[str]:
+    """
+    Convert every zoo agent that is still an SB3 pickle zip to the safe format, in place (same path, new hash).
+    The old files are trusted explicitly here (they are the project's own); each converted agent must give exactly
+    the original's actions and action probabilities on fixed observations (recorded in ``reference_outputs.json``
+    for the tests). Idempotent: safe files are skipped.
+
+    :param root: zoo folder
+    :param log: printer
+    :return: the ids converted
+    """
+    import numpy as np
+
+    from rims_rl.checkpoint import atomic_write
+    from rims_rl.safe_io import is_safe_file, load_model, model_bytes
+
+    root = Path(root) if root is not None else zoo_dir()
+    manifest = _read_manifest(root)
+    references_path = root / REFERENCE_NAME
+    references = json.loads(references_path.read_text()) if references_path.is_file() else {}
+    converted = []
+    for item in manifest["agents"]:
+        entry = ZooEntry(**{k: v for k, v in item.items() if k in ZooEntry.__dataclass_fields__})
+        data = read_zoo_file(entry, root)
+        if is_safe_file(data):
+            log(f"{entry.id}: already in the safe format")
+            continue
+        original = load_model(data, device="cpu", trust_remote_code=True)  # the project's own files: trusted here
+        observations = _reference_observations(original)
+        expected = reference_outputs(original, observations)
+        new = model_bytes(original)
+        again = reference_outputs(load_model(new, device="cpu"), observations)
+        if again != expected:
+            raise RuntimeError(f"{entry.id}: the converted agent acts differently from the original; nothing written")
+        with atomic_write(_inside(root, entry.path, entry.id)) as file:
+            file.write(new)
+        item["sha256"] = hashlib.sha256(new).hexdigest()
+        references[entry.id] = {"observations": np.asarray(observations).tolist(), **expected}
+        _write_manifest(root, manifest)
+        with atomic_write(references_path) as file:
+            file.write((json.dumps(references, indent=1) + "\n").encode())
+        converted.append(entry.id)
+        log(f"{entry.id}: converted ({len(data)} -> {len(new)} bytes), identical actions and probabilities")
+    return converted
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    ``python -m rims_rl.zoo convert [--root DIR]``: convert old-format zoo agents (see :func:`convert_zoo`).
+
+    :param argv: arguments
+    :return: exit code
+    """
+    parser = argparse.ArgumentParser(prog="python -m rims_rl.zoo")
+    parser.add_argument("command", choices=["convert"])
+    parser.add_argument("--root", default=None, help="zoo folder (default: the repository's zoo/)")
+    args = parser.parse_args(argv)
+    try:
+        convert_zoo(args.root)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"rims_rl.zoo: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ValueError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

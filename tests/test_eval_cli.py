@@ -12,6 +12,7 @@ from rims_rl.cli.evaluate import EXIT_NOTHING_TO_EVALUATE, main
 from rims_rl.evaluation import atomic_write_text, new_output_dir, transfer_score
 from rims_rl.evaluation.transfer import curve_area
 from rims_rl.zoo import add_to_zoo, list_zoo, load_zoo_agent
+from rims_rl.safe_io import save_model
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def agents(tmp_path_factory):
         )
         model.learn(64)
         paths[core] = root / f"{core}.zip"
-        model.save(paths[core])
+        save_model(model, paths[core])
     return paths
 
 
@@ -206,7 +207,7 @@ def test_gridworld_setting_split(tmp_path):
         policy_kwargs = {"core": core, "core_kwargs": kw, "features_extractor_class": MiniGridCNN, "net_arch": []}
         model = RecurrentPPO(MlpRimsPolicy, env, n_steps=16, batch_size=16, device="cpu", policy_kwargs=policy_kwargs)
         paths.append(tmp_path / f"{core}.zip")
-        model.save(paths[-1])
+        save_model(model, paths[-1])
     argv = ["--rims", str(paths[0]), "--lstm", str(paths[1]), "--splits", "novel-obstacles", "-n", "2"]
     assert main([*argv, "--n-bootstrap", "100", "-o", str(tmp_path / "eval"), "-q"]) == 0
     (out,) = list((tmp_path / "eval").iterdir())

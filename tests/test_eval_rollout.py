@@ -9,6 +9,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rims_rl.evaluation import UniformRandomAgent, check_spaces, load_model, run_episodes
 from rims_rl.evaluation.checkpoints import resolve_agent
+from rims_rl.safe_io import save_model
 
 
 class KnownRewardEnv(gym.Env):
@@ -148,7 +149,7 @@ def tiny_model(tmp_path_factory):
         device="cpu",
     )
     path = tmp_path_factory.mktemp("ckpt") / "tiny.zip"
-    model.save(path)
+    save_model(model, path)
     return path
 
 

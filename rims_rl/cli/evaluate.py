@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-scratch", nargs="+", default=None, metavar="RUN", help="from-scratch run folders")
     p.add_argument("--list-zoo", action="store_true", help="list the pretrained agents and exit")
     p.add_argument("--load-best", action="store_true", help="in run folders, evaluate best_model.zip (default: final model)")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="also load SB3/sb3-contrib zips not in rims_rl's safe format (they unpickle Python objects, "
+        "which can run code: only for files you trust)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads (1: fastest for small models; <= 0: default)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -132,6 +138,8 @@ def _run(args: argparse.Namespace) -> int:
         resolve_agent(s, "lstm", args.load_best) for s in lstm
     ]
     agents += [resolve_agent(s, None, args.load_best) for s in args.agent]
+    for a in agents:
+        a.trust_remote_code = args.trust_remote_code
     labels = [a.label for a in agents]
     for i, a in enumerate(agents):  # labels must be unique
         if labels.count(a.label) > 1:
@@ -178,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         spec = next((a for a in agents if a.core == "rims"), agents[0])
         path = Path(args.video) if args.video else out / f"video_{spec.label.replace('/', '_')}.mp4"
         files["video"] = record_video(
-            load_model(spec.path, args.device), targets[0], path, args.deterministic, max_steps=args.video_steps
+            load_model(spec, args.device), targets[0], path, args.deterministic, max_steps=args.video_steps
         )
     print(f"results written to {out}: " + ", ".join(sorted(p.name for p in files.values())))
     return 0

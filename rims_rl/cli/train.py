@@ -12,7 +12,6 @@ import re
 import shlex
 import signal
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +118,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_OR_CHECKPOINT",
                         help="continue an interrupted run exactly: a run folder, a checkpoint, or (no value) the "
                              "latest run of --algo/--env")  # fmt: skip
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let -i load an SB3/sb3-contrib zip that is not in rims_rl's safe format (it unpickles "
+                             "Python objects, which can run code: only for files you trust)")  # fmt: skip
     parser.add_argument("--agents-dir", default=None, help="folder of the hyperparameter YAML files (default: agents/)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
     parser.add_argument("--verbose", type=int, default=1, help="0: quiet, 1: SB3 logs")
@@ -185,7 +187,9 @@ def make_training_env(env: str, config: AgentConfig, n_envs: int, seed: int, vec
                         frame_stack=config.frame_stack, env_kwargs=config.env_kwargs or None)  # fmt: skip
     if config.normalize:
         venv = VecNormalize(venv, **config.normalize_kwargs)
-    return venv
+    from rims_rl.envs.replay import attach_recorders
+
+    return attach_recorders(venv)  # exact resume: the envs' episodes can be rebuilt without pickling
 
 
 def make_evaluation_env(env: str, config: AgentConfig, split: str = "train", seed: int | None = None) -> Any:
@@ -206,9 +210,10 @@ def make_evaluation_env(env: str, config: AgentConfig, split: str = "train", see
 
 def _find_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, Path]:
     """
-    :return: (run folder, checkpoint) for ``--resume``
+    :return: (run folder, checkpoint) for ``--resume``; with no value, the newest run of --algo/--env that has a
+        complete checkpoint (runs that failed before their first checkpoint are skipped)
     """
-    from rims_rl.checkpoint import latest_checkpoint
+    from rims_rl.checkpoint import CHECKPOINT_RE, latest_checkpoint
 
     target = Path(args.resume)
     if args.resume == "latest":
@@ -218,11 +223,16 @@ def _find_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, Path]:
         runs = sorted(
             (int(p.name[len(prefix) :]), p) for p in root.glob(prefix + "*") if p.name[len(prefix) :].isdigit()
         ) if root.is_dir() else []  # fmt: skip
-        if not runs:
-            raise CliError(f"--resume: no run of {args.algo} on {env_id} under {root}")
-        target = runs[-1][1]
+        for _, run in reversed(runs):
+            checkpoint = latest_checkpoint(run / "checkpoints") if (run / "config.yml").is_file() else None
+            if checkpoint is not None:
+                return run, checkpoint
+        raise CliError(f"--resume: no run of {args.algo} on {env_id} with a complete checkpoint under {root}")
     if target.is_file():
-        return target.parent.parent, target
+        run = target.parent.parent
+        if target.parent.name != "checkpoints" or not CHECKPOINT_RE.match(target.name) or not (run / "config.yml").is_file():
+            raise CliError(f"--resume: {target} is not a checkpoint of a run folder (RUN/checkpoints/rl_model_<n>_steps.zip)")
+        return run, target
     if not (target / "config.yml").is_file():
         raise CliError(f"--resume: {target} is neither a run folder (with config.yml) nor a checkpoint file")
     checkpoint = latest_checkpoint(target / "checkpoints")
@@ -231,27 +241,30 @@ def _find_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, Path]:
     return target, checkpoint
 
 
-def _load_trained_agent(model: Any, path: str) -> None:
+def _load_trained_agent(model: Any, path: str, trust_remote_code: bool = False) -> None:
     """
     Copy a checkpoint's policy weights into ``model`` (fresh optimizer), after checking that the spaces match.
 
     :param model: the new model, built for the target env
-    :param path: checkpoint zip
+    :param path: checkpoint zip (rims_rl's safe format; an SB3 zip only with ``trust_remote_code``)
+    :param trust_remote_code: allow an SB3 zip (unpickles)
     """
-    from stable_baselines3.common.save_util import load_from_zip_file
+    from rims_rl.safe_io import UnsafeCheckpointError, load_model
 
     if not os.path.isfile(path):
         raise CliError(f"--trained-agent: no such file {path}")
     try:
-        data, params, _ = load_from_zip_file(path, device=model.device)
+        source = load_model(path, device=model.device, trust_remote_code=trust_remote_code)
+    except UnsafeCheckpointError as error:
+        raise CliError(f"--trained-agent: refusing {path}: {error}") from None
     except Exception as error:
         raise CliError(f"--trained-agent: cannot read {path}: {error}") from None
-    assert data is not None and params is not None
     for name in ("observation_space", "action_space"):
-        if data.get(name) != getattr(model, name):
-            raise CliError(f"--trained-agent: {name} differs: checkpoint {data.get(name)} vs env {getattr(model, name)}")
+        if getattr(source, name) != getattr(model, name):
+            saved, wanted = getattr(source, name), getattr(model, name)
+            raise CliError(f"--trained-agent: {name} differs: checkpoint {saved} vs env {wanted}")
     try:
-        model.policy.load_state_dict(params["policy"])
+        model.policy.load_state_dict(source.policy.state_dict())
     except RuntimeError as error:
         raise CliError(f"--trained-agent: policy architecture differs: {str(error).splitlines()[0]}") from None
 
@@ -309,7 +322,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         SaveBestModelCallback,
         TrainingInterrupted,
     )
-    from rims_rl.checkpoint import read_resume_state, restore_resume_state, save_model_atomic
+    from rims_rl.checkpoint import NonFiniteError, remove_tmp_files, resume_model, save_model_atomic
 
     if args.algo not in ALGOS:
         raise CliError(f"unknown algo {args.algo!r}; valid: {', '.join(ALGOS)}")
@@ -333,6 +346,11 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
 
         config = _build(AgentConfig, raw_config, str(run_folder / "config.yml"))
         setting, env_id = _resolve_env(env_name)
+        done = int(resume_from.name.split("_")[2])
+        if done >= n_timesteps:
+            print(f"{run_folder} already finished ({done} of {n_timesteps} timesteps); nothing to do (a larger -n continues)")
+            return 0
+        remove_tmp_files(run_folder)
         print(f"Resuming {run_folder} from {resume_from}")
     else:
         algo = args.algo
@@ -365,18 +383,21 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
     tb_root = args.tensorboard_log or str(run_folder)
     tb_name = "tb" if args.tensorboard_log is None else f"{_sanitize(env_id)}_{algo}_{run_folder.name.rsplit('_', 1)[-1]}"
 
+    resume_state = None
     if resume_from is not None:
-        model = RecurrentPPO.load(resume_from, env=env, device=args.device, force_reset=False, tensorboard_log=tb_root)
-        state = read_resume_state(resume_from)
-        if state is None or not restore_resume_state(model, state):
-            warnings.warn("the training env state could not be restored: the resumed run is not bit-exact", stacklevel=1)
+        from rims_rl.safe_io import UnsafeCheckpointError
+
+        try:
+            model, resume_state = resume_model(resume_from, env, device=args.device, tensorboard_log=tb_root)
+        except (UnsafeCheckpointError, ValueError, OSError) as error:
+            raise CliError(f"--resume: cannot load {resume_from}: {str(error).splitlines()[0]}") from None
         remaining = n_timesteps - model.num_timesteps
         reset = False
     else:
         model = RecurrentPPO(policy_class, env, policy_kwargs=policy_kwargs, seed=seed, device=args.device,
                              tensorboard_log=tb_root, verbose=args.verbose, **config.ppo_kwargs())  # fmt: skip
         if args.trained_agent is not None:
-            _load_trained_agent(model, args.trained_agent)
+            _load_trained_agent(model, args.trained_agent, args.trust_remote_code)
         remaining, reset = n_timesteps, True
 
     checkpoints = ResumableCheckpointCallback(save_freq, str(run_folder / "checkpoints"), verbose=args.verbose)
@@ -386,10 +407,11 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         eval_env = make_evaluation_env(env_name, config)
         callbacks.append(ResumableEvalCallback(
             eval_env, eval_freq, n_eval_episodes=eval_episodes, log_path=str(run_folder),
-            best_model_save_path=None, callback_on_new_best=SaveBestModelCallback(str(run_folder)),
+            best_model_save_path=None, callback_on_new_best=SaveBestModelCallback(str(run_folder)), resume_state=resume_state,
             callback_after_eval=RimsDiagnosticsCallback(), deterministic=False, verbose=args.verbose,
         ))  # fmt: skip
 
+    checkpoints.track_evaluation(eval_env)
     previous_handler = signal.signal(signal.SIGINT, checkpoints.handle_sigint)
     status = 0
     try:
@@ -405,6 +427,11 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         print(f"Interrupted at {model.num_timesteps} timesteps; checkpoint: {stop.checkpoint}")
         print(f"Continue with: rims-train --resume {run_folder}")
         status = 130
+    except NonFiniteError as stop:
+        good = stop.last_good or checkpoints.last_checkpoint
+        hint = f"; continue with: rims-train --resume {run_folder}" if good else ""
+        print(f"rims-train: error: {NonFiniteError(stop.step, stop.cause, good)}{hint}", file=sys.stderr)
+        status = 1
     except KeyboardInterrupt:
         last = checkpoints.last_checkpoint or "none yet"
         print(f"\nStopped at once; last complete checkpoint: {last}")
@@ -419,14 +446,11 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
 
     final = save_model_atomic(model, run_folder / f"{_sanitize(env_id)}.zip")
     if config.normalize:
-        from rims_rl.checkpoint import atomic_write
+        from rims_rl.checkpoint import save_vecnormalize
 
         vecnormalize = model.get_vec_normalize_env()
         assert vecnormalize is not None
-        with atomic_write(run_folder / "vecnormalize.pkl") as file:
-            import pickle
-
-            file.write(pickle.dumps(vecnormalize))
+        save_vecnormalize(vecnormalize, run_folder / "vecnormalize.safetensors")
     print(f"\nRun folder: {run_folder}\nFinal model: {final}")
     print(f"TensorBoard: tensorboard --logdir {tb_root}")
     n_episodes = heldout_episodes(args.heldout_episodes, setting)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import zipfile
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ class AgentSpec:
     :param algo: e.g. "rims_ppo" when known
     :param env: the training env or setting, when known
     :param seed: the training seed, when known
+    :param content: the file's bytes when already read and verified (zoo agents: hashed bytes, loaded as is)
+    :param trust_remote_code: allow an SB3 zip that is not in the safe format (it unpickles)
     """
 
     label: str
@@ -32,6 +35,8 @@ class AgentSpec:
     algo: str | None = None
     env: str | None = None
     seed: int | None = None
+    content: bytes | None = None
+    trust_remote_code: bool = False
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -104,35 +109,45 @@ def resolve_agent(spec: str | Path, core: str | None = None, best: bool = False)
         return AgentSpec(
             label=path.stem if path.parent.name in ("", ".") else f"{path.parent.name}/{path.stem}", path=path, core=core
         )
-    from rims_rl.zoo import get_zoo_entry, zoo_path
+    from rims_rl.zoo import get_zoo_entry, read_zoo_file, zoo_dir
 
     try:
         entry = get_zoo_entry(str(spec))
     except KeyError as e:
         raise FileNotFoundError(f"{spec!r} is neither a run folder, a checkpoint file nor a zoo id ({e.args[0]})") from None
-    return AgentSpec(
-        label=entry.id, path=zoo_path(entry), core=core or entry.core, algo=entry.algo, env=entry.env, seed=entry.seed
-    )
+    content = read_zoo_file(entry)  # read once, hashed; the model is loaded from these bytes
+    return AgentSpec(label=entry.id, path=zoo_dir() / entry.path, core=core or entry.core, algo=entry.algo, env=entry.env,
+                     seed=entry.seed, content=content)  # fmt: skip
 
 
-def load_model(path: str | Path, device: str = "cpu") -> RecurrentPPO:
-    """Load a RecurrentPPO checkpoint.
+def load_model(source: str | Path | AgentSpec, device: str = "cpu", trust_remote_code: bool = False) -> RecurrentPPO:
+    """Load a RecurrentPPO checkpoint in rims_rl's safe format (nothing is unpickled).
 
-    :param path: the .zip file
+    :param source: the .zip file, or an :class:`AgentSpec` (its verified ``content`` is used when present)
     :param device: torch device
+    :param trust_remote_code: also load an SB3/sb3-contrib zip (which unpickles Python objects: trusted files only)
     :raises FileNotFoundError: the file does not exist
-    :raises ValueError: the file is not a readable SB3 checkpoint
+    :raises rims_rl.safe_io.UnsafeCheckpointError: an SB3 zip without ``trust_remote_code`` (a ValueError)
+    :raises ValueError: the file is not a readable checkpoint
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        import rims_rl.policies  # noqa: F401  (custom policy classes must be importable to unpickle)
-    except ImportError:
-        pass
-    if not zipfile.is_zipfile(path):
+    from rims_rl.safe_io import TRUST_HINT, UnsafeCheckpointError
+    from rims_rl.safe_io import load_model as load_safe
+
+    spec = source if isinstance(source, AgentSpec) else None
+    path = spec.path if spec is not None else Path(source)  # type: ignore[arg-type]
+    trust = trust_remote_code or (spec is not None and spec.trust_remote_code)
+    content = spec.content if spec is not None else None
+    if content is None:
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        content = path.read_bytes()
+    if not zipfile.is_zipfile(io.BytesIO(content)):
         raise ValueError(f"corrupt checkpoint {path}: not a zip archive")
     try:
-        return RecurrentPPO.load(path, device=device)
-    except Exception as e:  # SB3 raises many kinds (KeyError, pickle errors, RuntimeError) for a broken archive
+        return load_safe(content, device=device, trust_remote_code=trust)
+    except UnsafeCheckpointError as e:
+        if str(e) == TRUST_HINT:
+            raise UnsafeCheckpointError(f"refusing to load {path}: {e}") from None
+        raise UnsafeCheckpointError(f"corrupt or unreadable checkpoint {path}: {e}") from None
+    except Exception as e:  # a broken archive raises many kinds (KeyError, zipfile errors, RuntimeError)
         raise ValueError(f"corrupt or unreadable checkpoint {path}: {type(e).__name__}: {e}") from e

@@ -118,7 +118,7 @@ def evaluate(
     """
     result = EvaluationResult(list(targets), list(agents), deterministic=deterministic)
     for spec in agents:
-        model = load_model(spec.path, device=device)
+        model = load_model(spec, device=device)
         if spec.core is None:
             spec.core = getattr(model.policy, "core_name", None) or "lstm"
         result.episodes[spec.label] = {}
