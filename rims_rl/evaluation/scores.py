@@ -398,6 +398,8 @@ def seed_stats(
     rims, lstm = np.asarray(rims, dtype=np.float64), np.asarray(lstm, dtype=np.float64)
     n_r, n_l = rims.shape[-2], lstm.shape[-2]
     method = choose_ci_method(n_r, n_l) if method == "auto" else method
+    if n_bootstrap < 2 or n_permutations < 1:
+        raise ValueError(f"need n_bootstrap >= 2 and n_permutations >= 1; got {n_bootstrap} and {n_permutations}")
     if method not in CI_METHODS:
         raise ValueError(f"unknown interval method {method!r}; allowed: auto, {', '.join(CI_METHODS)}")
     names = layout.names()
