@@ -212,3 +212,19 @@ def test_summaries_success_beside_return():
     assert 0.0 <= s.success_ci[0] <= s.success <= s.success_ci[1] <= 1.0  # a rate's interval stays in [0, 1]
     single = summarize_scores("random", "a", "a", [np.array([0.0, 1.0, 0.0, 1.0])])
     assert single.ci_unit == "episodes" and math.isnan(single.success)
+
+
+def test_report_leads_with_the_did_and_states_the_protocol():
+    from rims_rl.evaluation.report import report_markdown
+    from rims_rl.evaluation.runner import CoreInfo
+
+    comps = [compare(_table(), n_bootstrap=200, actions=a) for a in ("sampled", "greedy")]
+    cores = {"r0": CoreInfo("rims", 1200, 1200, 64, 5000), "l0": CoreInfo("lstm", 900, 900, 64, 4700)}
+    md = report_markdown(comps, [], {"name": "t", "actions_played": ["sampled", "greedy"]}, cores, {"r0": "rims", "l0": "lstm"})
+    assert "3 RIMs, 3 LSTM" in md and "4 episodes per seed" in md and "Welch t-intervals" in md
+    assert "| rims | 1 | 1,200 | 1,200 | 64 |" in md and "| lstm | 1 | 900 | 900 | 64 |" in md
+    # the DiD comes before the scores and the per-split differences, and names both action modes
+    assert md.index("difference-in-differences") < md.index("RIMs - LSTM and score ratio")
+    assert "DiD return, sampled actions" in md and "DiD return, greedy actions" in md
+    novel = comps[0].envs[2]
+    assert f"| novel | {novel.did:.3f} [" in md

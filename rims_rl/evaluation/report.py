@@ -122,6 +122,30 @@ def did_rows(c: Comparison) -> list[list[str]]:
     return rows
 
 
+def headline_table(comparisons: Sequence[Comparison]) -> tuple[list[str], list[list[str]]]:
+    """One cell per held-out split (and median/IQM) and comparison: "DiD [CI] p=<permutation p>".
+
+    :param comparisons: comparisons with a training split
+    :return: (columns, rows)
+    """
+    comps = [c for c in comparisons if c.train_split is not None]
+    if not comps:
+        return [], []
+    columns = ["held-out split", *(f"DiD {_title(c)}" for c in comps)]
+
+    def cell(value: float, ci: Sequence[float], p: float) -> str:
+        return f"{_fmt(value)} {_ci(ci)} p={_p(p)}"
+
+    rows = []
+    for j, r in enumerate(comps[0].envs):
+        if r.heldout:
+            rows.append([r.env, *(cell(c.envs[j].did, c.envs[j].did_ci, c.envs[j].did_p_perm) for c in comps)])
+    for name, attr in (("median", "median"), ("IQM", "iqm")):
+        aggs = [c.aggregates["did"] for c in comps]
+        rows.append([name, *(cell(getattr(a, attr), getattr(a, f"{attr}_ci"), getattr(a, f"{attr}_p_perm")) for a in aggs)])
+    return columns, rows
+
+
 RATIO_COLUMNS = [
     "split",
     "S_rims",
@@ -269,8 +293,10 @@ def report_markdown(
         md.append(
             "\n## Generalization gap: difference-in-differences\n\n"
             "Gap of a seed = score on the training split - score on the held-out split. "
-            "DiD = mean gap of the LSTM seeds - mean gap of the RIMs seeds: **> 0 favours RIMs**.\n"
+            "DiD = mean gap of the LSTM seeds - mean gap of the RIMs seeds: **> 0 favours RIMs**. "
+            f"Each cell: DiD, its 95% interval ({with_did[0].ci_method}), permutation p-value.\n\n"
         )
+        md.append(markdown_table(*headline_table(with_did)))
         for c in with_did:
             md += [f"\n### DiD, {_title(c)}\n\n", markdown_table(did_columns(), did_rows(c))]
     if summaries:
