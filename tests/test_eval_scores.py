@@ -220,7 +220,8 @@ def test_report_leads_with_the_did_and_states_the_protocol():
 
     comps = [compare(_table(), n_bootstrap=200, actions=a) for a in ("sampled", "greedy")]
     cores = {"r0": CoreInfo("rims", 1200, 1200, 64, 5000), "l0": CoreInfo("lstm", 900, 900, 64, 4700)}
-    md = report_markdown(comps, [], {"name": "t", "actions_played": ["sampled", "greedy"]}, cores, {"r0": "rims", "l0": "lstm"})
+    meta = {"name": "t", "actions_played": ["sampled", "greedy"]}
+    md = report_markdown(comps, [], meta, cores, {"r0": "rims", "l0": "lstm"})
     assert "3 RIMs, 3 LSTM" in md and "4 episodes per seed" in md and "Welch t-intervals" in md
     assert "| rims | 1 | 1,200 | 1,200 | 64 |" in md and "| lstm | 1 | 900 | 900 | 64 |" in md
     # the DiD comes before the scores and the per-split differences, and names both action modes
