@@ -69,8 +69,8 @@ def test_end_to_end_files_written_and_readable(agents, tmp_path, capsys):
     assert row["env"] == "CartPole-v1" and row["s_ref"] == 500.0 and row["n_episodes"] == 3
     with open(out / "episodes.csv") as f:
         episodes = list(csv.DictReader(f))
-    assert len(episodes) == 9  # 3 episodes x (rims, lstm, random)
-    rims_returns = [float(e["return"]) for e in episodes if e["core"] == "rims"]
+    assert len(episodes) == 15  # 3 episodes x (rims, lstm) x (sampled, greedy) + 3 random
+    rims_returns = [float(e["return"]) for e in episodes if e["core"] == "rims" and e["actions"] == "sampled"]
     assert row["s_rims"] == pytest.approx(np.mean(rims_returns))
     expected_ratio = (row["s_rims"] - row["s_lstm"]) / (max(row["s_lstm"], 500.0) - row["s_random"])
     assert row["ratio"] == pytest.approx(expected_ratio)

@@ -92,18 +92,42 @@ def test_fair_episode_counting_with_parallel_envs():
     assert sorted(eps.lengths.tolist()) == sorted([2, 5, 2, 5, 9, 2, 5])
 
 
-def test_recurrent_state_carried_and_reset_at_episode_start():
-    seen = []
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_recurrent_state_carried_and_reset_at_episode_start(deterministic):
+    seen, modes = [], set()
 
     class Recorder(StateCheckingAgent):
         def predict(self, obs, state=None, episode_start=None, deterministic=False):
             action, new_state = super().predict(obs, state, episode_start, deterministic)
             seen.append(int(new_state[0][0]))
+            modes.add(deterministic)
             return action, new_state
 
-    run_episodes(Recorder(), _venv(1), n_episodes=3)
-    # step counters restart only at episode starts: lengths 2, 5, 9
+    run_episodes(Recorder(), _venv(1), n_episodes=3, deterministic=deterministic)
+    # greedy and sampled alike: step counters restart only at episode starts (lengths 2, 5, 9)
     assert seen == [0, 1, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert modes == {deterministic}
+
+
+class FlaggedEnv(KnownRewardEnv):
+    """Episode k ends with info["success"] = (k % 3 == 0), except every third (k % 3 == 2) that sets no flag."""
+
+    def step(self, action):
+        obs, reward, done, truncated, info = super().step(action)
+        if done and self.episode % 3 != 2:
+            info["success"] = self.episode % 3 == 0
+        return obs, reward, done, truncated, info
+
+
+def test_success_read_from_the_last_info_missing_flag_is_failure():
+    env = DummyVecEnv([lambda: Monitor(FlaggedEnv())])
+    eps = run_episodes(StateCheckingAgent(), env, n_episodes=6)
+    np.testing.assert_array_equal(eps.successes, [1.0, 0.0, np.nan, 1.0, 0.0, np.nan])
+    assert eps.reports_success
+    np.testing.assert_array_equal(eps.success_values(), [1, 0, 0, 1, 0, 0])
+    # an env that never sets a flag reports no success at all
+    plain = run_episodes(StateCheckingAgent(), _venv(1), n_episodes=3)
+    assert not plain.reports_success and plain.success_values() is None
 
 
 def test_uniform_random_baseline():

@@ -33,10 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--n-episodes", type=int, default=None, help="episodes per env and seed (default: setting's, or 10)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="evaluation seeds (default: the setting's, or 0)")
     p.add_argument("--n-envs", type=int, default=1, help="parallel envs (episodes are still counted fairly)")
-    p.add_argument("--deterministic", action="store_true", help="greedy actions (default: sampled)")
+    p.add_argument(
+        "--actions",
+        choices=["both", "sampled", "greedy"],
+        default="both",
+        help="action modes played, each on the same env seeds (default both: sampled and greedy)",
+    )
     p.add_argument("--ref-score", type=float, default=None, help="S_ref override (default: human score / max return)")
     p.add_argument("--no-random", action="store_true", help="skip the uniform-random baseline (no ratio then)")
     p.add_argument("--n-bootstrap", type=int, default=2000, help="bootstrap replicates for the CIs")
+    p.add_argument(
+        "--ci-method",
+        choices=["auto", "welch", "bootstrap"],
+        default="auto",
+        help="interval method (auto: Welch below 10 seeds per core, else the joint seed bootstrap; docs/evaluation.md)",
+    )
+    p.add_argument("--n-permutations", type=int, default=2000, help="most seed relabellings for permutation p-values")
     p.add_argument("--bootstrap-seed", type=int, default=0)
     p.add_argument("-o", "--output-dir", default="logs/eval", help="results go to a fresh OUTPUT_DIR/<name>_<n>/")
     p.add_argument("--name", default=None, help="result folder name (default: the setting or env)")
@@ -155,14 +167,14 @@ def _run(args: argparse.Namespace) -> int:
         agents,
         targets,
         n_envs=args.n_envs,
-        deterministic=args.deterministic,
+        actions=args.actions,
         random_baseline=not args.no_random,
         device=args.device,
         log=say,
     )
-    comparison = result.comparison(args.n_bootstrap, args.bootstrap_seed)
-    summaries = result.summaries(args.n_bootstrap, args.bootstrap_seed)
-    if rims and lstm and comparison is None:
+    comparisons = result.comparisons(args.n_bootstrap, args.bootstrap_seed, args.ci_method, args.n_permutations)
+    summaries = result.summaries()
+    if rims and lstm and not comparisons:
         say("no ratio: S_ref is unknown for some env (pass --ref-score) or the random baseline was skipped")
     out = new_output_dir(args.output_dir, name)
     meta = {
@@ -174,19 +186,19 @@ def _run(args: argparse.Namespace) -> int:
             for t in targets
         ],
         "agents": [{"label": a.label, "path": str(a.path), "core": a.core, "algo": a.algo, "seed": a.seed} for a in agents],
-        "deterministic": args.deterministic,
+        "actions": args.actions,
         "n_envs": args.n_envs,
         "n_bootstrap": args.n_bootstrap,
+        "ci_method": args.ci_method,
+        "n_permutations": args.n_permutations,
     }
-    files = write_outputs(
-        out, comparison, summaries, result.episodes, result.random, {a.label: a.core for a in agents}, meta, split_plot=True
-    )
-    print_tables(comparison, summaries)
+    files = write_outputs(out, comparisons, summaries, result, meta, split_plot=True)
+    print_tables(comparisons, summaries, cores=result.cores, agent_cores={a.label: a.core for a in agents})
     if args.video is not None:
         spec = next((a for a in agents if a.core == "rims"), agents[0])
         path = Path(args.video) if args.video else out / f"video_{spec.label.replace('/', '_')}.mp4"
         files["video"] = record_video(
-            load_model(spec, args.device), targets[0], path, args.deterministic, max_steps=args.video_steps
+            load_model(spec, args.device), targets[0], path, args.actions == "greedy", max_steps=args.video_steps
         )
     print(f"results written to {out}: " + ", ".join(sorted(p.name for p in files.values())))
     return 0

@@ -1,8 +1,10 @@
 """Episode rollouts for evaluation: loaded agents, the uniform-random baseline, and fair episode counting.
 
 The recurrent state is carried through every step and reset only where ``episode_start`` says an episode begins
-(the agent's ``predict`` does the reset). Scores are the true game scores from the Monitor's ``info["episode"]``
-when the env carries a Monitor (below any reward clipping), else the summed step rewards.
+(the agent's ``predict`` does the reset), with greedy and with sampled actions alike. Scores are the true game
+scores from the Monitor's ``info["episode"]`` when the env carries a Monitor (below any reward clipping), else the
+summed step rewards. An episode's success is the ``is_success`` (SB3) or ``success`` flag of its last step's info;
+nan where the last step carries neither (see :meth:`Episodes.success_rate`).
 """
 
 from __future__ import annotations
@@ -62,19 +64,50 @@ class UniformRandomAgent:
 
 @dataclass
 class Episodes:
-    """Returns and lengths of finished evaluation episodes.
+    """Returns, lengths and successes of finished evaluation episodes.
 
     :param returns: shape (n_episodes,)
     :param lengths: shape (n_episodes,)
+    :param successes: shape (n_episodes,): 1.0 / 0.0 from the last step's success flag, nan where it has none
     """
 
     returns: np.ndarray
     lengths: np.ndarray
+    successes: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.successes is None:
+            self.successes = np.full(len(self.returns), np.nan)
+
+    @property
+    def reports_success(self) -> bool:
+        """Whether any episode ended with a success flag."""
+        return bool(np.isfinite(self.successes).any())  # type: ignore[arg-type]
+
+    def success_values(self, reported: bool | None = None) -> np.ndarray | None:
+        """Per-episode success (0/1), a missing flag counting as failure when the env reports success at all.
+
+        Envs such as the gridworld set the flag only where an episode ends by the agent's action (a pick-up), not
+        at a time-out, so a missing flag is a failure there.
+
+        :param reported: whether the env reports success (default: some episode here carries a flag)
+        :return: shape (n_episodes,), or None when the env reports no success
+        """
+        reported = self.reports_success if reported is None else reported
+        return self.success_or_failure() if reported else None
+
+    def success_or_failure(self) -> np.ndarray:
+        """Per-episode success (0/1), a missing flag counting as failure; shape (n_episodes,)."""
+        return np.nan_to_num(np.asarray(self.successes, dtype=np.float64), nan=0.0)
 
     @staticmethod
     def concat(parts: list[Episodes]) -> Episodes:
         """Concatenate the episodes of several runs (e.g. one per evaluation seed)."""
-        return Episodes(np.concatenate([p.returns for p in parts]), np.concatenate([p.lengths for p in parts]))
+        return Episodes(
+            np.concatenate([p.returns for p in parts]),
+            np.concatenate([p.lengths for p in parts]),
+            np.concatenate([p.successes for p in parts]),  # type: ignore[misc]
+        )
 
 
 StepCallback = Callable[[dict[str, Any]], None]
@@ -117,6 +150,7 @@ def run_episodes(
     current_length = np.zeros(n_envs, dtype=int)
     returns: list[float] = []
     lengths: list[int] = []
+    successes: list[float] = []
     obs = env.reset()
     state: tuple[np.ndarray, ...] | None = None
     episode_start = np.ones(n_envs, dtype=bool)
@@ -134,15 +168,27 @@ def run_episodes(
                 if not monitored:
                     returns.append(float(current_return[i]))
                     lengths.append(int(current_length[i]))
+                    successes.append(_success(infos[i]))
                     counts[i] += 1
                 elif "episode" in infos[i]:  # a done without "episode" is a life loss, not the end of the game
                     returns.append(float(infos[i]["episode"]["r"]))
                     lengths.append(int(infos[i]["episode"]["l"]))
+                    successes.append(_success(infos[i]))
                     counts[i] += 1
             current_return[i] = 0.0
             current_length[i] = 0
         episode_start = dones
-    return Episodes(np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.int64))
+    return Episodes(
+        np.asarray(returns, dtype=np.float64), np.asarray(lengths, dtype=np.int64), np.asarray(successes, dtype=np.float64)
+    )
+
+
+def _success(info: dict[str, Any]) -> float:
+    """1.0 / 0.0 from the ``is_success`` or ``success`` flag of an episode's last info, nan without either."""
+    for key in ("is_success", "success"):
+        if key in info:
+            return float(bool(info[key]))
+    return float("nan")
 
 
 def check_spaces(model: BaseAlgorithm, env: VecEnv, checkpoint: str | Path = "checkpoint", env_name: str = "env") -> None:

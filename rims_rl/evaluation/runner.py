@@ -45,54 +45,160 @@ def evaluate_on_target(
     return Episodes.concat(parts)
 
 
+ACTION_MODES: dict[str, tuple[str, ...]] = {"both": ("sampled", "greedy"), "sampled": ("sampled",), "greedy": ("greedy",)}
+"""``--actions`` choices -> the action modes played ("sampled": drawn from the policy; "greedy": its mode)."""
+
+
+@dataclass
+class CoreInfo:
+    """Size of an agent's recurrent core(s), counted on the loaded policy.
+
+    :param core: "rims", "lstm", "gru", ... (None when unknown)
+    :param n_params: trainable parameters of the recurrent core(s): actor core plus a separate critic core if any
+    :param n_params_actor: parameters of the actor's core alone
+    :param state_size: size of the recurrent state h (RecurrentPPO also carries c of the same size)
+    :param n_params_policy: parameters of the whole policy
+    """
+
+    core: str | None
+    n_params: int
+    n_params_actor: int
+    state_size: int
+    n_params_policy: int
+
+
+def core_info(model: Any, core: str | None = None) -> CoreInfo | None:
+    """Parameter counts and state size of a loaded recurrent model's core (``policy.lstm_actor``), or None.
+
+    :param model: a loaded SB3 model
+    :param core: the core's name when known
+    """
+    policy = getattr(model, "policy", None)
+    actor = getattr(policy, "lstm_actor", None)
+    if policy is None or actor is None:
+        return None
+
+    def count(module: Any) -> int:
+        return int(sum(p.numel() for p in module.parameters())) if module is not None else 0
+
+    critic = getattr(policy, "lstm_critic", None)
+    hidden = getattr(actor, "hidden_size", None) or getattr(policy, "lstm_hidden_state_shape", (0, 0, 0))[-1]
+    return CoreInfo(core, count(actor) + count(critic), count(actor), int(hidden), count(policy))
+
+
 @dataclass
 class EvaluationResult:
-    """Episode returns of every agent and of the random baseline on every target."""
+    """Episodes of every agent (under each action mode) and of the random baseline on every target."""
 
     targets: list[EvalTarget]
     agents: list[AgentSpec]
-    episodes: dict[str, dict[str, Episodes]] = field(default_factory=dict)
-    """agent label -> target label -> episodes"""
+    episodes: dict[str, dict[str, dict[str, Episodes]]] = field(default_factory=dict)
+    """action mode -> agent label -> target label -> episodes"""
     random: dict[str, Episodes] = field(default_factory=dict)
     """target label -> random-policy episodes"""
-    deterministic: bool = False
+    actions: tuple[str, ...] = ("sampled",)
+    cores: dict[str, CoreInfo] = field(default_factory=dict)
+    """agent label -> its core's size"""
 
-    def runs(self, core: str, target: str) -> list[np.ndarray]:
-        """Episode returns of each agent with this core on one target (one array per run)."""
-        return [self.episodes[a.label][target].returns for a in self.agents if a.core == core]
+    def reports_success(self, target: str) -> bool:
+        """Whether the env of ``target`` reports success (some episode of some agent ended with a flag)."""
+        eps = [e[target] for per_agent in self.episodes.values() for e in per_agent.values() if target in e]
+        if target in self.random:
+            eps.append(self.random[target])
+        return any(e.reports_success for e in eps)
 
-    def comparison(self, n_bootstrap: int = 2000, seed: int = 0) -> Comparison | None:
-        """The RIMs-versus-LSTM comparison, or None without both cores or without S_ref."""
-        if not self.runs("rims", self.targets[0].label) or not self.runs("lstm", self.targets[0].label):
+    def runs(self, core: str, target: str, actions: str = "sampled", metric: str = "return") -> list[np.ndarray]:
+        """Per-episode returns (or successes) of each agent with this core on one target (one array per run)."""
+        out = []
+        for a in self.agents:
+            if a.core != core:
+                continue
+            eps = self.episodes[actions][a.label][target]
+            out.append(eps.returns if metric == "return" else eps.success_or_failure())
+        return out
+
+    def metrics(self) -> list[str]:
+        """ "return", and "success" when every target reports success."""
+        return ["return", "success"] if all(self.reports_success(t.label) for t in self.targets) else ["return"]
+
+    def comparison(
+        self,
+        n_bootstrap: int = 2000,
+        seed: int = 0,
+        actions: str | None = None,
+        metric: str = "return",
+        method: str = "auto",
+        n_permutations: int = 2000,
+    ) -> Comparison | None:
+        """The RIMs-versus-LSTM comparison of one metric under one action mode (None without both cores or S_ref).
+
+        For success rates S_ref is 1 (every episode succeeds).
+        """
+        actions = actions or self.actions[0]
+        first = self.targets[0].label
+        if not self.runs("rims", first, actions) or not self.runs("lstm", first, actions):
             return None
-        if any(t.ref_score is None for t in self.targets):
+        if any(t.ref_score is None for t in self.targets) or any(t.label not in self.random for t in self.targets):
             return None
-        env_scores = [
-            EnvScores(
-                t.label,
-                t.env_id,
-                float(t.ref_score),  # type: ignore[arg-type]
-                self.random[t.label].returns,
-                self.runs("rims", t.label),
-                self.runs("lstm", t.label),
+        env_scores = []
+        for t in self.targets:
+            rnd = self.random[t.label]
+            random_values = rnd.returns if metric == "return" else rnd.success_or_failure()
+            env_scores.append(
+                EnvScores(
+                    t.label,
+                    t.env_id,
+                    float(t.ref_score) if metric == "return" else 1.0,  # type: ignore[arg-type]
+                    random_values,
+                    self.runs("rims", t.label, actions, metric),
+                    self.runs("lstm", t.label, actions, metric),
+                )
             )
-            for t in self.targets
-        ]
-        return compare(env_scores, n_bootstrap=n_bootstrap, seed=seed)
+        return compare(
+            env_scores,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            method=method,
+            n_permutations=n_permutations,
+            metric=metric,
+            actions=actions,
+        )
 
-    def summaries(self, n_bootstrap: int = 2000, seed: int = 0) -> list[ScoreSummary]:
-        """Mean score with CI per core (or per agent when its core is unknown) and per target, random included."""
+    def comparisons(
+        self, n_bootstrap: int = 2000, seed: int = 0, method: str = "auto", n_permutations: int = 2000
+    ) -> list[Comparison]:
+        """Every comparison: each action mode played, return and (where reported) success."""
+        out = []
+        for actions in self.actions:
+            for metric in self.metrics():
+                c = self.comparison(n_bootstrap, seed, actions, metric, method, n_permutations)
+                if c is not None:
+                    out.append(c)
+        return out
+
+    def summaries(self, confidence: float = 0.95) -> list[ScoreSummary]:
+        """Mean return and success with t-intervals per core (or per agent when its core is unknown), per target and
+        action mode, the random policy included."""
         groups: dict[str, list[AgentSpec]] = {}
         for a in self.agents:
             groups.setdefault(a.core or a.label, []).append(a)
         out = []
+        for actions in self.actions:
+            for t in self.targets:
+                reported = self.reports_success(t.label)
+                for name, members in groups.items():
+                    eps = [self.episodes[actions][a.label][t.label] for a in members]
+                    successes = [e.success_or_failure() for e in eps] if reported else None
+                    out.append(
+                        summarize_scores(name, t.label, t.env_id, [e.returns for e in eps], successes, confidence, actions)
+                    )
         for t in self.targets:
-            for name, members in groups.items():
-                runs = [self.episodes[a.label][t.label].returns for a in members]
-                out.append(summarize_scores(name, t.label, t.env_id, runs, n_bootstrap, seed=seed))
             if t.label in self.random:
-                random_runs = [self.random[t.label].returns]
-                out.append(summarize_scores("random", t.label, t.env_id, random_runs, n_bootstrap, seed=seed))
+                rnd = self.random[t.label]
+                random_successes = [rnd.success_or_failure()] if self.reports_success(t.label) else None
+                out.append(
+                    summarize_scores("random", t.label, t.env_id, [rnd.returns], random_successes, confidence, "random")
+                )
         return out
 
 
@@ -100,32 +206,44 @@ def evaluate(
     agents: Sequence[AgentSpec],
     targets: Sequence[EvalTarget],
     n_envs: int = 1,
-    deterministic: bool = False,
+    actions: str = "both",
     random_baseline: bool = True,
     device: str = "cpu",
     log: Callable[[str], Any] | None = None,
 ) -> EvaluationResult:
-    """Evaluate every agent (and the random baseline) on every target.
+    """Evaluate every agent (under each action mode) and the random baseline on every target.
 
     :param agents: checkpoints to evaluate
     :param targets: evaluation envs
     :param n_envs: parallel envs per evaluation
-    :param deterministic: greedy actions (default: sampled, as rl-zoo does for Atari and MiniGrid)
+    :param actions: "both" (sampled and greedy, on the same env seeds), "sampled" or "greedy"
     :param random_baseline: also play the uniform-random policy
     :param device: torch device for the models
     :param log: progress printer
     :return: all episodes
     """
-    result = EvaluationResult(list(targets), list(agents), deterministic=deterministic)
+    if actions not in ACTION_MODES:
+        raise ValueError(f"unknown action mode {actions!r}; allowed: {', '.join(ACTION_MODES)}")
+    modes = ACTION_MODES[actions]
+    result = EvaluationResult(list(targets), list(agents), {m: {} for m in modes}, actions=modes)
     for spec in agents:
         model = load_model(spec, device=device)
         if spec.core is None:
             spec.core = getattr(model.policy, "core_name", None) or "lstm"
-        result.episodes[spec.label] = {}
-        for t in targets:
-            if log:
-                log(f"evaluating {spec.label} ({spec.core}) on {t.label}: {len(t.seeds)} seed(s) x {t.n_episodes} episodes")
-            result.episodes[spec.label][t.label] = evaluate_on_target(model, t, n_envs, deterministic, str(spec.path))
+        info = core_info(model, spec.core)
+        if info is not None:
+            result.cores[spec.label] = info
+        for mode in modes:
+            result.episodes[mode][spec.label] = {}
+            for t in targets:
+                if log:
+                    log(
+                        f"evaluating {spec.label} ({spec.core}, {mode} actions) on {t.label}: "
+                        f"{len(t.seeds)} seed(s) x {t.n_episodes} episodes"
+                    )
+                result.episodes[mode][spec.label][t.label] = evaluate_on_target(
+                    model, t, n_envs, mode == "greedy", str(spec.path)
+                )
     if random_baseline:
         for t in targets:
             if log:

@@ -70,10 +70,11 @@ def setting_targets(
     seeds: Sequence[int] | None = None,
     ref_score: float | None = None,
 ) -> list[EvalTarget]:
-    """Targets for a setting's held-out splits (built by ``rims_rl.envs.make_eval_vec_env``).
+    """Targets for a setting's training and held-out splits (built by ``rims_rl.envs.make_eval_vec_env``).
 
     :param name: setting name, e.g. "gridworld-pickup"
-    :param splits: splits to evaluate (default: every held-out split, in the setting's order)
+    :param splits: splits to evaluate (default: "train" then every held-out split, in the setting's order; the
+        training split is the reference of the generalization gap; atari-transfer: the target games only)
     :param n_episodes: episodes per seed (default: the setting's ``n_eval_episodes``)
     :param seeds: evaluation seeds (default: the setting's seed of each split)
     :param ref_score: override S_ref
@@ -82,8 +83,8 @@ def setting_targets(
     from rims_rl import envs as rims_envs
 
     setting = rims_envs.load_setting(name)
-    heldout = setting.heldout
-    chosen = list(splits) if splits else list(heldout)
+    default = setting.heldout if setting.kind == "atari-transfer" else setting.splits  # transfer: other games, no gap
+    chosen = list(splits) if splits else list(default)
     targets = []
     for split in chosen:
         entry = setting.env(split)
