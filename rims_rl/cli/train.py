@@ -41,9 +41,9 @@ def _features_extractors() -> dict[str, Any]:
     """:return: whitelist of features extractor names -> classes."""
     from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
 
-    from rims_rl.torch_layers import MiniGridCNN
+    from rims_rl.torch_layers import MinAtarCNN, MiniGridCNN
 
-    return {"NatureCNN": NatureCNN, "MiniGridCNN": MiniGridCNN, "FlattenExtractor": FlattenExtractor,
+    return {"NatureCNN": NatureCNN, "MiniGridCNN": MiniGridCNN, "MinAtarCNN": MinAtarCNN, "FlattenExtractor": FlattenExtractor,
             "CombinedExtractor": CombinedExtractor}  # fmt: skip
 
 
