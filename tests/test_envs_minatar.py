@@ -11,10 +11,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 pytest.importorskip("minatar", reason="the minatar package is not installed (pip install minatar)")
 
-import rims_rl.envs as E  # noqa: E402
-from rims_rl.config import load_agent_config  # noqa: E402
-from rims_rl.envs import minatar as M  # noqa: E402
-from rims_rl.torch_layers import MinAtarCNN  # noqa: E402
+import rims_rl.envs as E
+from rims_rl.config import load_agent_config
+from rims_rl.envs import minatar as M
+from rims_rl.torch_layers import MinAtarCNN
 
 #: Channel count of each game's own planes (the minatar package's state_shape).
 GAME_CHANNELS = {"Breakout": 4, "Asterix": 4, "Freeway": 7, "Seaquest": 10, "SpaceInvaders": 6}
