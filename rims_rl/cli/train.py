@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="torch device (auto, cpu, cuda)")
     parser.add_argument("--num-threads", type=int, default=1,
                         help="torch CPU threads (1: fastest for small models on a busy CPU; <= 0: default)")  # fmt: skip
-    parser.add_argument("--vec-env", choices=["dummy", "subproc", "envpool"], default="dummy", help="VecEnv class (envpool: ALE games)")
+    parser.add_argument("--vec-env", choices=["dummy", "subproc", "envpool"], default="dummy", help="VecEnv class")
     parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: from the YAML)")
     parser.add_argument("-i", "--trained-agent", default=None,
                         help="start from this checkpoint's weights (also for game transfer; spaces must match)")  # fmt: skip
