@@ -28,7 +28,7 @@ ALGOS: dict[str, str] = {"rims_ppo": "rims", "lstm_ppo": "lstm"}
 AGENTS_DIR = data_dir("agents")
 
 #: Fallback sections, tried in this order after the exact env id.
-FALLBACKS = ("atari", "minigrid", "default")
+FALLBACKS = ("atari", "minigrid", "minatar", "default")
 
 
 class ConfigError(ValueError):
@@ -254,6 +254,8 @@ def select_section(env_id: str) -> list[str]:
         sections.append("atari")
     if env_id.startswith("MiniGrid") or env_id.startswith("BabyAI"):
         sections.append("minigrid")
+    if env_id.startswith(("RimsMinAtar/", "MinAtar/")):
+        sections.append("minatar")
     sections.append("default")
     return sections
 

@@ -1,4 +1,4 @@
-"""Feature extractors: SB3's NatureCNN for Atari (reused as is) and a small CNN for MiniGrid's symbolic view."""
+"""Feature extractors: SB3's NatureCNN for Atari (reused as is), small CNNs for MiniGrid's symbolic view and MinAtar."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
 
-__all__ = ["MiniGridCNN", "NatureCNN"]
+__all__ = ["MinAtarCNN", "MiniGridCNN", "NatureCNN"]
 
 
 class MiniGridCNN(BaseFeaturesExtractor):
@@ -75,3 +75,33 @@ class MiniGridCNN(BaseFeaturesExtractor):
         :return: (batch, features_dim)
         """
         return self.linear(self.cnn(self._one_hot(observations)))
+
+
+class MinAtarCNN(BaseFeaturesExtractor):
+    """
+    CNN for MinAtar's 10x10 binary object planes, after the MinAtar paper's baseline network (Young & Tian 2019):
+    one 3x3 convolution (stride 1, no padding, 16 channels), ReLU, then a linear layer and ReLU.
+
+    :param observation_space: Box of shape (channels, height, width), channel-first, values in {0, 1}
+        (``rims_rl.envs.minatar.MinAtarEnv``)
+    :param features_dim: size of the output features
+    :param channels: output channels of the convolution
+    """
+
+    def __init__(self, observation_space: gym.Space, features_dim: int = 128, channels: int = 16) -> None:
+        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 3:
+            raise ValueError(f"MinAtarCNN needs a Box observation shaped (channels, height, width), got {observation_space}")
+        n_channels, height, width = observation_space.shape
+        if min(height, width) < 3:
+            raise ValueError(f"MinAtarCNN needs channel-first planes of at least 3x3, got shape {observation_space.shape}")
+        super().__init__(observation_space, features_dim)
+        self.cnn = nn.Sequential(nn.Conv2d(n_channels, int(channels), 3), nn.ReLU(), nn.Flatten())
+        n_flat = int(channels) * (height - 2) * (width - 2)
+        self.linear = nn.Sequential(nn.Linear(n_flat, features_dim), nn.ReLU())
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        """
+        :param observations: (batch, channels, height, width)
+        :return: (batch, features_dim)
+        """
+        return self.linear(self.cnn(observations.float()))

@@ -40,9 +40,9 @@ def _features_extractors() -> dict[str, Any]:
     """:return: whitelist of features extractor names -> classes."""
     from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
 
-    from rims_rl.torch_layers import MiniGridCNN
+    from rims_rl.torch_layers import MinAtarCNN, MiniGridCNN
 
-    return {"NatureCNN": NatureCNN, "MiniGridCNN": MiniGridCNN, "FlattenExtractor": FlattenExtractor,
+    return {"NatureCNN": NatureCNN, "MiniGridCNN": MiniGridCNN, "MinAtarCNN": MinAtarCNN, "FlattenExtractor": FlattenExtractor,
             "CombinedExtractor": CombinedExtractor}  # fmt: skip
 
 
@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="torch device (auto, cpu, cuda)")
     parser.add_argument("--num-threads", type=int, default=1,
                         help="torch CPU threads (1: fastest for small models on a busy CPU; <= 0: default)")  # fmt: skip
-    parser.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy", help="VecEnv class")
+    parser.add_argument("--vec-env", choices=["dummy", "subproc", "envpool"], default="dummy", help="VecEnv class")
     parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: from the YAML)")
     parser.add_argument("-i", "--trained-agent", default=None,
                         help="start from this checkpoint's weights (also for game transfer; spaces must match)")  # fmt: skip
@@ -168,6 +168,16 @@ def _resolve_env(name: str | None) -> tuple[Any, str]:
     except ValueError as error:
         raise CliError(str(error).splitlines()[0]) from None
     return setting, entry.id
+
+
+def _check_vec_env(env: str, vec_env: str) -> None:
+    """:raises CliError: when ``--vec-env`` cannot build ``env`` (envpool: ALE games only, package installed)"""
+    from rims_rl.envs.vec import check_vec_env
+
+    try:
+        check_vec_env(env, vec_env)
+    except ValueError as error:
+        raise CliError(str(error).splitlines()[0]) from None
 
 
 def make_training_env(env: str, config: AgentConfig, n_envs: int, seed: int, vec_env: str) -> Any:
@@ -367,6 +377,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         eval_freq = args.eval_freq if args.eval_freq is not None else (QUICK_START["eval_freq"] if quick else default_freq)
         save_freq = args.save_freq if args.save_freq is not None else (QUICK_START["save_freq"] if quick else default_freq)
         build_policy(config, algo)  # validate names before creating anything on disk
+        _check_vec_env(env_name, vec_env)
         run_folder = new_run_folder(args.log_folder, algo, env_id)
         _write_yaml(run_folder / "config.yml", config.to_dict())
         saved = dict(vars(args), algo=algo, env=env_name, env_id=env_id, seed=seed, n_envs=n_envs, n_timesteps=n_timesteps,

@@ -4,7 +4,9 @@ Importing this package registers the gymnasium ids:
 
 - ``MiniGrid-RimsPickup-Train-v0``, ``-Known-v0``, ``-NovelObstacles-v0``, ``-NovelLayout-v0``
   (observation ``Box(0, 10, (7, 7, 5), uint8)``, see :class:`TargetImageObs`);
-- ``RimsCueRecall-v0`` (the memory task of :mod:`rims_rl.envs.memory`).
+- ``RimsCueRecall-v0`` (the memory task of :mod:`rims_rl.envs.memory`);
+- ``RimsMinAtar/<Game>-v0`` for the five MinAtar games (when the ``minatar`` package is installed; see
+  :mod:`rims_rl.envs.minatar`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from rims_rl.envs.gridworld import (
     TargetImageObs,
     make_pickup_env,
 )
+from rims_rl.envs.minatar import MINATAR_GAMES, MinAtarEnv, minatar_id, register_minatar
 from rims_rl.envs.settings import DEFAULT_SETTING, EnvEntry, Setting, list_settings, load_setting
 from rims_rl.envs.vec import UnknownEnvError, make_env, make_eval_vec_env, make_vec_env, resolve
 
@@ -58,6 +61,7 @@ def _register() -> list[str]:
         if CUE_RECALL_ID not in gym.registry:
             gym.register(id=CUE_RECALL_ID, entry_point="rims_rl.envs.memory:CueRecallEnv")
         ids.append(CUE_RECALL_ID)
+    ids.extend(register_minatar())
     return ids
 
 
@@ -67,6 +71,7 @@ REGISTERED_IDS: list[str] = _register()
 __all__ = [
     "CUE_RECALL_ID",
     "DEFAULT_SETTING",
+    "MINATAR_GAMES",
     "NOVEL_OBSTACLES",
     "PICKUP_IDS",
     "PICKUP_SPLITS",
@@ -75,6 +80,7 @@ __all__ = [
     "TRANSFER_SOURCES",
     "TRANSFER_TARGETS",
     "EnvEntry",
+    "MinAtarEnv",
     "RimsPickupEnv",
     "Setting",
     "TargetImageObs",
@@ -91,6 +97,7 @@ __all__ = [
     "make_eval_vec_env",
     "make_pickup_env",
     "make_vec_env",
+    "minatar_id",
     "resolve",
     "transfer_pairs",
     "wrap_atari",

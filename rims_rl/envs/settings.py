@@ -24,7 +24,7 @@ DEFAULT_SETTING = "gridworld-pickup"
 #: ``eval_seed + i * EVAL_SEED_STRIDE + k``; training uses small seeds far below ``eval_seed``).
 EVAL_SEED_STRIDE = 10_000
 
-_KINDS = ("gridworld", "atari-flavours", "atari-transfer", "gym")
+_KINDS = ("gridworld", "atari-flavours", "atari-transfer", "gym", "minatar")  # minatar: parsed like gym
 
 
 @dataclasses.dataclass(frozen=True)
