@@ -66,7 +66,7 @@ def _whitelist() -> dict[str, Any]:
 
     from rims_rl.algos import RecurrentPPO as RimsRecurrentPPO
     from rims_rl.policies import CnnRimsPolicy, MlpRimsPolicy, MultiInputRimsPolicy
-    from rims_rl.torch_layers import MiniGridCNN
+    from rims_rl.torch_layers import MinAtarCNN, MiniGridCNN
 
     return {
         "sb3_contrib.RecurrentPPO": ContribRecurrentPPO,
@@ -79,6 +79,7 @@ def _whitelist() -> dict[str, Any]:
         "MultiInputLstmPolicy": RecurrentMultiInputActorCriticPolicy,
         "NatureCNN": NatureCNN,
         "MiniGridCNN": MiniGridCNN,
+        "MinAtarCNN": MinAtarCNN,
         "FlattenExtractor": FlattenExtractor,
         "CombinedExtractor": CombinedExtractor,
         "Tanh": nn.Tanh,
