@@ -205,9 +205,9 @@ def test_evaluator_targets() -> None:
     from rims_rl.evaluation.targets import setting_targets
 
     targets = setting_targets("minatar-seaquest", n_episodes=2)
-    assert [t.label for t in targets] == ["no-sticky", "sticky-0.25", "no-ramping", "no-ramping-no-sticky"]
+    assert [t.label for t in targets] == ["train", "no-sticky", "sticky-0.25", "no-ramping", "no-ramping-no-sticky"]
     assert all(t.ref_score == 0.0 and t.env_id == M.minatar_id("Seaquest") for t in targets)
-    venv = targets[2].make_env(n_envs=1, seed=targets[2].seeds[0], render_mode="rgb_array")
+    venv = targets[3].make_env(n_envs=1, seed=targets[3].seeds[0], render_mode="rgb_array")
     venv.reset()
     assert venv.observation_space.shape == (10, 10, 10)
     assert venv.get_images()[0].shape == (160, 160, 3)
