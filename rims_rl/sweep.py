@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -207,9 +208,10 @@ def load_sweep(path: str | os.PathLike[str], folder: str | None = None) -> Sweep
             flags += [flag, str(_positive_int(data[key], key, minimum))]
     report = _check_keys(data.get("report") or {}, REPORT_KEYS, "report")
     lstm_entries = [e for e, spec in entries.items() if spec["algo"] == "lstm_ppo"]
-    baseline = report.get("baseline", "lstm_ppo" if "lstm_ppo" in lstm_entries else (lstm_entries or [None])[0])
+    baseline = report.get("baseline", "lstm_ppo" if "lstm_ppo" in lstm_entries else next(iter(lstm_entries), None))
     if baseline is not None and baseline not in lstm_entries:
-        raise SweepError(f"report.baseline {baseline!r} is not an lstm_ppo entry of algos ({', '.join(lstm_entries) or 'none'})")
+        known = ", ".join(lstm_entries) or "none"
+        raise SweepError(f"report.baseline {baseline!r} is not an lstm_ppo entry of algos ({known})")
     report["baseline"] = baseline
 
     trials: list[Trial] = []
@@ -321,7 +323,8 @@ def execute_trial(trial: dict[str, Any], sweep_folder: str, threads: int, device
                 "resumed": False, "skipped": True}  # fmt: skip
     common = ["--num-threads", str(threads), "--device", device]
     if state == "resume":
-        argv = ["--resume", str(run_folder(sweep, spec)), "--no-progress", "--verbose", "1", "--heldout-episodes", "0", *common]
+        argv = ["--resume", str(run_folder(sweep, spec)), "--no-progress", "--verbose", "1", "--heldout-episodes", "0"]
+        argv += common
     else:
         shutil.rmtree(folder / spec.algo, ignore_errors=True)  # a start that never reached its first checkpoint
         argv = [*spec.argv, "-f", str(folder), *common]
@@ -337,6 +340,7 @@ def execute_trial(trial: dict[str, Any], sweep_folder: str, threads: int, device
                                  env=env, start_new_session=True, preexec_fn=_child_setup)  # fmt: skip
     progress: dict[str, Any] = {"trial": spec.name, "steps": 0, "fps": 0.0, "eta_s": None, "total": spec.n_timesteps,
                                 "resumed": state == "resume", "status": "running"}  # fmt: skip
+    _write_json(folder / PROGRESS_FILE, progress)
     text, stopping = "", False
     try:
         while child.poll() is None:
@@ -359,7 +363,8 @@ def execute_trial(trial: dict[str, Any], sweep_folder: str, threads: int, device
     with open(log_path, "rb") as log:
         log.seek(max(0, offset - 20_000))
         progress.update(_progress(parse_progress(text + log.read().decode(errors="replace")), spec.n_timesteps))
-    status = "done" if rc == 0 and trial_state(sweep, spec) == "done" else ("interrupted" if rc == 130 else "failed")
+    # the final model is written atomically and last: a stop that arrives while the trainer exits loses nothing
+    status = "done" if trial_state(sweep, spec) == "done" else ("interrupted" if rc == 130 else "failed")
     progress.update(status=status, rc=rc, seconds=round(time.time() - start, 1))
     if status == "done":
         progress.update(steps=spec.n_timesteps, eta_s=0.0)
@@ -406,8 +411,8 @@ class _Display:
             sys.stdout.write(f"\x1b[{self.drawn}F" if self.drawn else "")
             sys.stdout.write("".join(f"\x1b[2K{line}\n" for line in lines))
             self.drawn = len(lines)
-        elif force or time.time() - self.last >= self.every:
-            sys.stdout.write("".join(f"{line}\n" for line in lines) + ("\n" if lines else ""))
+        elif lines and (force or time.time() - self.last >= self.every):
+            sys.stdout.write("".join(f"{line}\n" for line in lines) + "\n")
             self.last = time.time()
         sys.stdout.flush()
 
@@ -454,6 +459,7 @@ def run_report(sweep: Sweep, extra: list[str] | None = None) -> list[Path]:
         options.append("--deterministic")
     written = []
     for env in dict.fromkeys(t.env for t in sweep.trials):
+
         def finished(entry: str, env: str = env) -> list[str]:
             return [str(run_folder(sweep.folder, t)) for t in sweep.trials
                     if t.env == env and t.entry == entry and trial_state(sweep.folder, t) == "done"]  # fmt: skip
@@ -491,7 +497,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto or HOST:6379); default: "
                    "start a local Ray on this machine")  # fmt: skip
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all cores)")
-    p.add_argument("--cpus-per-trial", type=int, default=None, help="CPUs (= torch threads) per trial (default: the file's, 1)")
+    p.add_argument("--cpus-per-trial", type=int, default=None, help="CPUs (= torch threads) per trial (default: the file's)")
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per trial (e.g. 0.25: four trials share one GPU)")
     p.add_argument("--report", action="store_true", help="only write the report from the runs finished so far")
     p.add_argument("--no-report", action="store_true", help="no report when the sweep finishes")
@@ -553,10 +559,12 @@ def run_sweep(args: argparse.Namespace) -> int:  # noqa: C901
         shutil.copyfile(args.sweep_file, sweep.folder / "sweep.yml")
     for t in sweep.trials:
         (sweep.folder / t.name).mkdir(exist_ok=True)
-        _write_json(sweep.folder / t.name / TRIAL_FILE, {"argv": t.argv, **{k: v for k, v in asdict(t).items() if k != "argv"}})
+        _write_json(sweep.folder / t.name / TRIAL_FILE, asdict(t))
 
     results: dict[str, dict[str, Any]] = {}
     todo = [t for t in sweep.trials if states[t.name] != "done"]
+    for t in todo:
+        (sweep.folder / t.name / PROGRESS_FILE).unlink(missing_ok=True)  # left by an earlier, interrupted sweep
     interrupted = False
     if todo:
         import ray
@@ -627,6 +635,9 @@ def main(argv: list[str] | None = None) -> int:
     :return: exit code (0 all trials done, 1 a trial failed, 2 bad sweep file or usage, 130 interrupted)
     """
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)  # a batch scheduler's SIGTERM stops the sweep as Ctrl-C does
     try:
         return run_sweep(args)
     except SweepError as error:
@@ -635,3 +646,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nrims-sweep: interrupted before the trials started", file=sys.stderr)
         return 130
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_ctrl_c(signum: int, frame: Any) -> None:
+    """SIGTERM handler of the driver: raise KeyboardInterrupt (a clean stop, as Ctrl-C)."""
+    raise KeyboardInterrupt
