@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -28,7 +29,7 @@ import yaml
 
 #: Top-level keys of a sweep file.
 SWEEP_KEYS = ("name", "folder", "settings", "seeds", "algos", "n_timesteps", "params", "n_envs", "eval_freq",
-              "eval_episodes", "save_freq", "cpus_per_trial", "report", "cost")  # fmt: skip
+              "eval_episodes", "save_freq", "cpus_per_trial", "report")  # fmt: skip
 #: Keys of one entry of ``algos``.
 ALGO_KEYS = ("algo", "params", "seeds", "n_timesteps")
 #: Keys of ``report`` (evaluator options; ``baseline``: the LSTM entry every RIMs entry is compared with).
@@ -66,6 +67,8 @@ class Trial:
     """Arguments of a fresh start of ``train.py`` (the log folder is added at launch)."""
     setting: str | None = None
     """The setting whose held-out splits the report evaluates (None: a plain env id)."""
+    split: str | None = None
+    """For ``SETTING:SPLIT``: the one split trained on, and the one the report evaluates."""
 
 
 @dataclass
@@ -150,6 +153,25 @@ def _algo_entries(value: Any) -> dict[str, dict[str, Any]]:
     return entries
 
 
+def _report_options(value: Any, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """:return: the validated ``report`` mapping, with ``baseline`` set (None: no LSTM entry to compare with)."""
+    report = _check_keys(value or {}, REPORT_KEYS, "report")
+    lstm_entries = [e for e, spec in entries.items() if spec["algo"] == "lstm_ppo"]
+    baseline = report.get("baseline", "lstm_ppo" if "lstm_ppo" in lstm_entries else next(iter(lstm_entries), None))
+    if baseline is not None and baseline not in lstm_entries:
+        known = ", ".join(lstm_entries) or "none"
+        raise SweepError(f"report.baseline {baseline!r} is not an lstm_ppo entry of algos ({known})")
+    report["baseline"] = baseline
+    for key in ("n_episodes", "n_envs", "n_bootstrap"):
+        if key in report:
+            _positive_int(report[key], f"report.{key}")
+    for key, kind in (("splits", str), ("seeds", int)):
+        items = report.get(key)
+        if items is not None and (not isinstance(items, list) or not items or not all(isinstance(v, kind) for v in items)):
+            raise SweepError(f"report.{key} must be a non-empty list of {kind.__name__}, got {items!r}")
+    return report
+
+
 def _check_trial_config(algo: str, env_id: str, params: list[str], where: str) -> int:
     """
     Build the trial's hyperparameters and recurrent core once, as the trainer will (nothing is written).
@@ -206,13 +228,7 @@ def load_sweep(path: str | os.PathLike[str], folder: str | None = None) -> Sweep
                                ("eval_episodes", "--eval-episodes", 1), ("save_freq", "--save-freq", 0)):  # fmt: skip
         if key in data:
             flags += [flag, str(_positive_int(data[key], key, minimum))]
-    report = _check_keys(data.get("report") or {}, REPORT_KEYS, "report")
-    lstm_entries = [e for e, spec in entries.items() if spec["algo"] == "lstm_ppo"]
-    baseline = report.get("baseline", "lstm_ppo" if "lstm_ppo" in lstm_entries else next(iter(lstm_entries), None))
-    if baseline is not None and baseline not in lstm_entries:
-        known = ", ".join(lstm_entries) or "none"
-        raise SweepError(f"report.baseline {baseline!r} is not an lstm_ppo entry of algos ({known})")
-    report["baseline"] = baseline
+    report = _report_options(data.get("report"), entries)
 
     trials: list[Trial] = []
     for env in settings:
@@ -220,7 +236,7 @@ def load_sweep(path: str | os.PathLike[str], folder: str | None = None) -> Sweep
             setting, entry = resolve(env)
         except ValueError as error:
             raise SweepError(f"settings: {str(error).splitlines()[0]}") from None
-        env_name = setting.name if setting is not None and ":" not in env else None
+        split = env.split(":", 1)[1] if setting is not None and ":" in env else None
         for entry_name, spec in entries.items():
             params = common + _overrides(spec.get("params"), f"algos.{entry_name}.params")
             default_budget = _check_trial_config(spec["algo"], entry.id, params, f"algos.{entry_name} on {env}")
@@ -232,7 +248,12 @@ def load_sweep(path: str | os.PathLike[str], folder: str | None = None) -> Sweep
                 if params:
                     argv += ["-params", *params]
                 trial_name = f"{_sanitize(env.replace(':', '-'))}__{entry_name}__s{seed}"
-                trials.append(Trial(trial_name, env, entry.id, entry_name, spec["algo"], seed, n, argv, env_name))
+                setting_name = setting.name if setting is not None else None
+                trials.append(Trial(trial_name, env, entry.id, entry_name, spec["algo"], seed, n, argv, setting_name, split))
+    # seed-major order: Ray starts trials in this order, so a partial sweep holds whole seeds of every entry
+    order = {e: i for i, e in enumerate(entries)}
+    envs = {e: i for i, e in enumerate(settings)}
+    trials.sort(key=lambda t: (envs[t.env], t.seed, order[t.entry]))
     names = [t.name for t in trials]
     if len(set(names)) != len(names):
         raise SweepError("two trials share a name (a setting listed twice?)")
@@ -452,9 +473,8 @@ def run_report(sweep: Sweep, extra: list[str] | None = None) -> list[Path]:
     for key, flag in (("n_episodes", "-n"), ("n_envs", "--n-envs"), ("n_bootstrap", "--n-bootstrap")):
         if key in report:
             options += [flag, str(report[key])]
-    for key, flag in (("splits", "--splits"), ("seeds", "--seeds")):
-        if report.get(key):
-            options += [flag, *map(str, report[key])]
+    if report.get("seeds"):
+        options += ["--seeds", *map(str, report["seeds"])]
     if report.get("deterministic"):
         options.append("--deterministic")
     written = []
@@ -466,7 +486,10 @@ def run_report(sweep: Sweep, extra: list[str] | None = None) -> list[Path]:
 
         lstm_runs = finished(baseline)
         trial = next(t for t in sweep.trials if t.env == env)
+        splits = [trial.split] if trial.split is not None else report.get("splits")
         where = ["--setting", trial.setting] if trial.setting else ["--env", trial.env_id]
+        if splits and trial.setting:
+            where += ["--splits", *map(str, splits)]
         for entry, algo in sweep.entries.items():
             if algo != "rims_ppo":
                 continue
@@ -547,7 +570,7 @@ def run_sweep(args: argparse.Namespace) -> int:  # noqa: C901
           f"{counts['resume']} to resume, {counts['new']} to start)")  # fmt: skip
     if args.dry_run:
         for t in sweep.trials:
-            print(f"  {t.name:<48} {states[t.name]:<7} rims-train {' '.join(t.argv)}")
+            print(f"  {t.name:<48} {states[t.name]:<7} {shlex.join(['rims-train', *t.argv])}")
         return 0
     if args.report:
         written = run_report(sweep)

@@ -157,3 +157,30 @@ def test_missing_sweep_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main([str(tmp_path / "x.yml")]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and "no such sweep file" in lines[0] and "not valid YAML" in lines[1]
+
+
+def test_report_evaluates_atari_ids_with_the_training_wrappers() -> None:
+    """The Atari sweep's report: ``evaluate.py --env ALE/<Game>-v5`` builds the env training used (84x84 frames)."""
+    from rims_rl.envs import make_vec_env
+    from rims_rl.evaluation.targets import gym_targets
+
+    (target,) = gym_targets(["ALE/Pong-v5"], 1, [0])
+    evaluation, training = target.make_env(n_envs=1, seed=0), make_vec_env("ALE/Pong-v5", n_envs=1, seed=0)
+    assert evaluation.observation_space == training.observation_space
+    assert evaluation.action_space == training.action_space
+    evaluation.close()
+    training.close()
+
+
+def test_dry_run_lists_the_example_sweeps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The example sweep files validate; trials are listed seed-major (a partial sweep holds whole seeds)."""
+    assert main([str(REPO / "sweeps" / "gridworld.yml"), "--dry-run", "--folder", str(tmp_path / "g")]) == 0
+    out = capsys.readouterr().out
+    assert "30 trials" in out and "0 done" in out
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    entries = ("rims_ppo", "lstm_ppo", "rims_all_active", "rims_no_communication")
+    assert names[:4] == [f"gridworld-pickup__{e}__s0" for e in entries]
+    assert "-params policy_kwargs.core_kwargs.communication:false" in out
+    assert main([str(REPO / "sweeps" / "atari.yml"), "--dry-run", "--folder", str(tmp_path / "a")]) == 0
+    assert "66 trials" in capsys.readouterr().out
+    assert not (tmp_path / "g").exists() and not (tmp_path / "a").exists()
