@@ -342,6 +342,9 @@ def execute_trial(trial: dict[str, Any], sweep_folder: str, threads: int, device
     if state == "done":
         return {"trial": spec.name, "status": "done", "rc": 0, "steps": spec.n_timesteps, "fps": 0.0, "seconds": 0.0,
                 "resumed": False, "skipped": True}  # fmt: skip
+    if (sweep / STOP_FILE).exists():  # queued when the sweep was stopped: do not start
+        return {"trial": spec.name, "status": "interrupted", "rc": None, "steps": 0, "fps": 0.0, "seconds": 0.0,
+                "resumed": False, "skipped": False}  # fmt: skip
     common = ["--num-threads", str(threads), "--device", device]
     if state == "resume":
         argv = ["--resume", str(run_folder(sweep, spec)), "--no-progress", "--verbose", "1", "--heldout-episodes", "0"]
@@ -385,7 +388,7 @@ def execute_trial(trial: dict[str, Any], sweep_folder: str, threads: int, device
         log.seek(max(0, offset - 20_000))
         progress.update(_progress(parse_progress(text + log.read().decode(errors="replace")), spec.n_timesteps))
     # the final model is written atomically and last: a stop that arrives while the trainer exits loses nothing
-    status = "done" if trial_state(sweep, spec) == "done" else ("interrupted" if rc == 130 else "failed")
+    status = "done" if trial_state(sweep, spec) == "done" else ("interrupted" if stopping or rc == 130 else "failed")
     progress.update(status=status, rc=rc, seconds=round(time.time() - start, 1))
     if status == "done":
         progress.update(steps=spec.n_timesteps, eta_s=0.0)
@@ -427,17 +430,21 @@ class _Display:
         self.tty = sys.stdout.isatty()
         self.every, self.last, self.drawn = every, 0.0, 0
 
-    def show(self, lines: list[str], force: bool = False) -> None:
+    def show(self, lines: list[str]) -> None:
+        """:param lines: one line per running trial"""
         if self.tty:
-            sys.stdout.write(f"\x1b[{self.drawn}F" if self.drawn else "")
-            sys.stdout.write("".join(f"\x1b[2K{line}\n" for line in lines))
+            self.release()
+            sys.stdout.write("".join(f"{line}\n" for line in lines))
             self.drawn = len(lines)
-        elif lines and (force or time.time() - self.last >= self.every):
+        elif lines and time.time() - self.last >= self.every:
             sys.stdout.write("".join(f"{line}\n" for line in lines) + "\n")
             self.last = time.time()
         sys.stdout.flush()
 
     def release(self) -> None:
+        """Erase the live lines (on a terminal), so that what is printed next stays."""
+        if self.tty and self.drawn:
+            sys.stdout.write(f"\x1b[{self.drawn}F\x1b[J")  # up to the block's first line, clear to the end
         self.drawn = 0
 
 
@@ -563,6 +570,11 @@ def run_sweep(args: argparse.Namespace) -> int:  # noqa: C901
     cpus = sweep.cpus_per_trial if args.cpus_per_trial is None else _positive_int(args.cpus_per_trial, "--cpus-per-trial")
     if args.num_gpus < 0 or (args.num_cpus is not None and args.num_cpus < 1) or args.poll <= 0:
         raise SweepError("--num-gpus must be >= 0, --num-cpus >= 1 and --poll > 0")
+    if args.num_gpus > 0 and not args.address:
+        import torch as th
+
+        if not th.cuda.is_available():
+            raise SweepError(f"--num-gpus {args.num_gpus:g}: torch sees no CUDA GPU on this machine")
     states = {t.name: trial_state(sweep.folder, t) for t in sweep.trials}
     _check_folder(sweep)
     counts = {s: sum(v == s for v in states.values()) for s in ("done", "resume", "new")}

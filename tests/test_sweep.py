@@ -33,7 +33,7 @@ def _sweep(path: Path, *args: str, timeout: float = 600) -> subprocess.Completed
                           timeout=timeout)  # fmt: skip
 
 
-def test_tiny_sweep_runs_folders_and_report(tmp_path: Path) -> None:
+def test_tiny_sweep_runs_folders_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """2 seeds x 2 cores on a local Ray limited to 2 CPUs: rl-zoo run folders, summary, the evaluator's report."""
     spec = _write(tmp_path / "tiny.yml", {
         "name": "tiny", "settings": ["gridworld-pickup"], "seeds": 2, "algos": ["rims_ppo", "lstm_ppo"],
@@ -58,9 +58,9 @@ def test_tiny_sweep_runs_folders_and_report(tmp_path: Path) -> None:
     assert (report / "report.md").is_file()
 
     # Rerun: every trial is done, so nothing trains and Ray is not even started.
-    again = _sweep(spec, "--folder", str(out), "--no-report")
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "4 done, 0 to resume, 0 to start" in again.stdout and "Started a local Ray" not in again.stderr
+    ray = pytest.importorskip("ray")
+    assert main([str(spec), "--folder", str(out), "--no-report"]) == 0
+    assert "4 done, 0 to resume, 0 to start" in capsys.readouterr().out and not ray.is_initialized()
 
 
 def _progress_steps(folder: Path) -> int:
@@ -148,6 +148,14 @@ def test_bad_sweep_file_one_line_nothing_started(
     err = capsys.readouterr().err
     assert err.startswith("rims-sweep: error: ") and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "out").exists() and not ray.is_initialized()
+
+
+@pytest.mark.skipif(th.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_gpus_without_a_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--num-gpus`` on a machine without a GPU: one line, exit code 2, nothing started."""
+    spec = _write(tmp_path / "ok.yml", BASE)
+    assert main([str(spec), "--folder", str(tmp_path / "out"), "--num-gpus", "1"]) == 2
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_missing_sweep_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
