@@ -602,8 +602,10 @@ def run_sweep(args: argparse.Namespace) -> int:  # noqa: C901
         (sweep.folder / t.name / PROGRESS_FILE).unlink(missing_ok=True)  # left by an earlier, interrupted sweep
     interrupted = False
     if todo:
-        import ray
-
+        try:
+            import ray
+        except ImportError:
+            raise SweepError("sweeps run on Ray, which is not installed: pip install 'ray>=2.9'") from None
         try:
             _start_ray(args, cpus)
         except BaseException:
