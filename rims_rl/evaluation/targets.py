@@ -51,6 +51,10 @@ def gym_targets(
 
         def factory(n_envs: int = 1, seed: int | None = None, render_mode: str | None = None, _id: str = env_id) -> VecEnv:
             env_kwargs = {"render_mode": render_mode} if render_mode else None
+            from rims_rl.envs import atari, make_eval_vec_env
+
+            if atari.is_atari_id(_id):  # the Atari wrappers training used (an ALE id trained without a setting)
+                return make_eval_vec_env(_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
             return make_vec_env(_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
 
         ref = ref_score
