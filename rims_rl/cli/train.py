@@ -12,7 +12,6 @@ import re
 import shlex
 import signal
 import sys
-import typing
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from rims_rl.cli.args import CliError, HelpFormatter, OneLineParser, non_negative_int, positive_int
 from rims_rl.config import ALGOS, AgentConfig, ConfigError, load_agent_config, parse_override
 
 DEFAULT_SETTING = "gridworld-pickup"
@@ -27,59 +27,6 @@ DEFAULT_SETTING = "gridworld-pickup"
 #: shows the whole pipeline on 2 CPU cores (``python train.py`` and ``python train.py --seed 1`` differ only in the
 #: seed). With ``--env`` the budget is the ``n_timesteps`` of ``agents/<algo>.yml``; ``-n`` always wins.
 QUICK_START = {"n_timesteps": 30_000, "eval_freq": 10_000, "save_freq": 10_000}
-
-
-class CliError(Exception):
-    """A user error reported as one line (no traceback), exit code 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors raise :class:`CliError` (one line, exit code 2, no usage block)."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        """:param message: argparse's message, reported by ``main`` as ``<prog>: error: <message> (see --help)``"""
-        raise CliError(f"{message} (see --help)")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows ``(default: X)`` only for options whose help does not already state its default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        help_text = action.help or ""
-        unset = action.default is None or action.default is argparse.SUPPRESS or action.default == []
-        if "default" in help_text or unset or not action.option_strings:
-            return help_text
-        return super()._get_help_string(action)
-
-
-def positive_int(text: str) -> int:
-    """
-    :param text: a command-line value
-    :return: the value, an integer >= 1
-    :raises argparse.ArgumentTypeError: otherwise
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """
-    :param text: a command-line value
-    :return: the value, an integer >= 0
-    :raises argparse.ArgumentTypeError: otherwise
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
 
 
 def _policy_classes() -> dict[str, Any]:
