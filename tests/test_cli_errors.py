@@ -211,9 +211,7 @@ def test_settings_file_missing_train(settings_dir: Path, caplog: pytest.LogCaptu
         ("name: odd\nkind: gym\ntrain: CartPole-v1\nframe_stak: 4\n", "frame_stak"),
     ],
 )
-def test_settings_file_relatives_skipped(
-    text: str, needle: str, settings_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_settings_file_relatives_skipped(text: str, needle: str, settings_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     bad = settings_dir / "odd.yml"
     bad.write_text(text)
     _skipped(caplog, bad, needle)
@@ -304,3 +302,11 @@ def test_subprocess_one_line_rc2(script: str, argv: list[str], needle: str, tmp_
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_atari_core_mistake_checked_on_the_real_image_spaces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Validation builds the CNN policy on the transposed, frame-stacked Atari observations, as training does."""
+    logs = tmp_path / "logs"
+    argv = ["--env", "atari-transfer", "-f", str(logs), "--no-progress", "-params", "policy_kwargs.core_kwargs.k_active:7"]
+    _one_line(capsys, train_cli.main(argv), "rims-train", "k_active", "n_units=6")
+    assert not logs.exists()

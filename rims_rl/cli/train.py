@@ -314,8 +314,11 @@ def validate_run(args: argparse.Namespace, config: AgentConfig, algo: str, env_n
         raise CliError(f"--trained-agent: no such file {args.trained_agent}")
     policy_class, policy_kwargs = build_policy(config, algo)
     user_errors = (TypeError, ValueError, AssertionError, KeyError, gym.error.Error)
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
     try:
-        env = make_training_env(env_name, config, 1, args.seed, "dummy")
+        # as RecurrentPPO will see it: channel-last images transposed (VecTransposeImage)
+        env = BaseAlgorithm._wrap_env(make_training_env(env_name, config, 1, args.seed, "dummy"), verbose=0)
     except user_errors as error:
         given = f" with env_kwargs {config.env_kwargs}" if config.env_kwargs else ""
         raise CliError(f"cannot build env {env_id}{given} ({where}): {_first_line(error)}") from None
@@ -327,6 +330,25 @@ def validate_run(args: argparse.Namespace, config: AgentConfig, algo: str, env_n
                        f"{_first_line(error)}") from None  # fmt: skip
     finally:
         env.close()
+
+
+def resolve_budget(args: argparse.Namespace, config: AgentConfig) -> tuple[int, int, int, int]:
+    """
+    The budget of a new run, decided here only: without ``--env`` the quick start (:data:`QUICK_START`), whatever
+    other options are given (``--seed 1`` changes only the seed); with ``--env`` the YAML's; ``-n``/``--n-envs``/
+    ``--eval-freq``/``--save-freq`` always win.
+
+    :param args: parsed arguments
+    :param config: the hyperparameters read for the env
+    :return: (n_timesteps, n_envs, eval_freq, save_freq)
+    """
+    quick = args.env is None
+    n_timesteps = args.n_timesteps or (QUICK_START["n_timesteps"] if quick else config.n_timesteps)
+    n_envs = args.n_envs or config.n_envs
+    default_freq = max(n_timesteps // 20, n_envs * config.n_steps)
+    eval_freq = args.eval_freq if args.eval_freq is not None else (QUICK_START["eval_freq"] if quick else default_freq)
+    save_freq = args.save_freq if args.save_freq is not None else (QUICK_START["save_freq"] if quick else default_freq)
+    return n_timesteps, n_envs, eval_freq, save_freq
 
 
 def plan_line(algo: str, env_name: str, env_id: str, config: AgentConfig, seed: int, eval_freq: int, save_freq: int,
@@ -400,14 +422,14 @@ def print_summary(summary: dict[str, SplitSummary], setting: Any, n_episodes: in
     print(f"Evaluation on {setting.name} ({n_episodes} episodes per split, stochastic actions, state carried; "
           "random: uniform-random actions, same seeds):")  # fmt: skip
     has_success = any(row[2] is not None for row in summary.values())
-    header = f"  {'split':<20} {'mean return':>18} {'random':>8}"
+    header = f"  {'split':<20} {'agent return':>18} {'random return':>14}"
     if has_success:
-        header += f" {'success':>8} {'random':>8}"
+        header += f" {'agent success':>14} {'random success':>15}"
     print(header)
     for split, (mean, std, success, random_mean, random_success) in summary.items():
-        line = f"  {split:<20} {mean:8.3f} +/- {std:5.3f} {random_mean:8.3f}"
+        line = f"  {split:<20} {mean:8.3f} +/- {std:5.3f} {random_mean:14.3f}"
         if has_success:
-            line += f" {success or 0.0:8.0%} {random_success or 0.0:8.0%}"
+            line += f" {success or 0.0:14.0%} {random_success or 0.0:15.0%}"
         print(line)
 
 
@@ -472,19 +494,14 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         env_name = args.env or DEFAULT_SETTING
         overrides = dict(parse_override(item) for item in args.hyperparams)
         config, section = load_agent_config(algo, env_id, overrides, args.agents_dir)
-        quick = args.env is None  # the default setting runs the quick-start budget (QUICK_START), whatever else is given
-        n_timesteps = args.n_timesteps or (QUICK_START["n_timesteps"] if quick else config.n_timesteps)
-        n_envs = args.n_envs or config.n_envs
         yaml_budget = config.n_timesteps
+        n_timesteps, n_envs, eval_freq, save_freq = resolve_budget(args, config)
         config.n_timesteps, config.n_envs = n_timesteps, n_envs
         seed, vec_env, eval_episodes = args.seed, args.vec_env, args.eval_episodes
-        default_freq = max(n_timesteps // 20, n_envs * config.n_steps)
-        eval_freq = args.eval_freq if args.eval_freq is not None else (QUICK_START["eval_freq"] if quick else default_freq)
-        save_freq = args.save_freq if args.save_freq is not None else (QUICK_START["save_freq"] if quick else default_freq)
+        quick = args.env is None and args.n_timesteps is None
         # Everything a user can get wrong is checked before anything is created on disk.
         validate_run(args, config, algo, env_name, env_id, section)
-        print(plan_line(algo, env_name, env_id, config, seed, eval_freq, save_freq, quick and args.n_timesteps is None,
-                        yaml_budget), flush=True)  # fmt: skip
+        print(plan_line(algo, env_name, env_id, config, seed, eval_freq, save_freq, quick, yaml_budget), flush=True)
         try:
             run_folder = new_run_folder(args.log_folder, algo, env_id)
         except OSError as error:
