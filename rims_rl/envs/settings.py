@@ -14,8 +14,6 @@ from typing import Any
 
 import yaml
 
-from rims_rl.envs import atari
-
 #: Environment variable naming another settings directory (searched first).
 SETTINGS_DIR_ENV = "RIMS_RL_SETTINGS_DIR"
 #: The setting used when none is named.
@@ -41,6 +39,8 @@ class EnvEntry:
     @property
     def is_atari(self) -> bool:
         """Whether the entry is an ALE game (built by :func:`rims_rl.envs.atari.make_atari_env`)."""
+        from rims_rl.envs import atari  # deferred: it imports SB3 (and torch)
+
         return atari.is_atari_id(self.id)
 
 
@@ -269,6 +269,8 @@ def _entry(spec: Any, where: str) -> EnvEntry:
 
 
 def _atari_kwargs(data: dict[str, Any], full_action_space: bool) -> dict[str, Any]:
+    from rims_rl.envs import atari
+
     return dict(
         full_action_space=full_action_space,
         repeat_action_probability=float(data.get("repeat_action_probability", atari.STICKY_ACTION_PROB)),
@@ -276,6 +278,8 @@ def _atari_kwargs(data: dict[str, Any], full_action_space: bool) -> dict[str, An
 
 
 def _parse(data: dict[str, Any], source: str) -> Setting:
+    from rims_rl.envs import atari  # deferred: it imports SB3 (and torch)
+
     kind = data.get("kind")
     if kind not in _KINDS:
         raise ValueError(f"{source}: kind must be one of {', '.join(_KINDS)} (got {kind!r})")
