@@ -173,7 +173,7 @@ def _skipped(caplog: pytest.LogCaptureFixture, path: Path, needle: str) -> None:
     with caplog.at_level(logging.WARNING, logger="rims_rl.envs.settings"):
         names = list_settings()
     assert {"gridworld-pickup", "mine"} <= set(names)
-    assert load_setting("gridworld-pickup").train_env.id == "MiniGrid-RimsPickup-Train-v0"
+    assert load_setting("gridworld-pickup").kind == "gridworld"
     assert load_setting("mine").heldout["again"].id == ENV
     lines = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
     assert len(lines) == 1 and needle in lines[0] and "\n" not in lines[0], caplog.text
@@ -231,11 +231,12 @@ def test_duplicate_setting_name_names_both_files(
     settings_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A second file reusing `gridworld-pickup` used to replace the shipped setting silently."""
+    shipped = load_setting("gridworld-pickup").source
     twin = settings_dir / "my_pickup.yml"
     twin.write_text("name: gridworld-pickup\nkind: gym\ntrain: CartPole-v1\n")
     logs = tmp_path / "logs"
     code = train_cli.main(["--env", "gridworld-pickup", "-f", str(logs), "--no-progress"])
-    line = _one_line(capsys, code, "rims-train", "gridworld-pickup", str(twin), "gridworld_pickup.yml")
+    line = _one_line(capsys, code, "rims-train", "gridworld-pickup", str(twin), shipped)
     assert "two files" in line and not logs.exists()
     assert load_setting("mine").train_env.id == ENV  # the other settings keep working
     code = evaluate_cli.main(["--rims", "x.zip", "--lstm", "y.zip", "--setting", "gridworld-pickup", "-o", str(logs)])
