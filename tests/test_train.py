@@ -234,7 +234,11 @@ def test_default_budget_is_one_rule() -> None:
 
     quick = (QUICK_START["n_timesteps"], 16, QUICK_START["eval_freq"], QUICK_START["save_freq"])
     assert _budget([]) == _budget(["--seed", "1"]) == _budget(["--algo", "lstm_ppo", "--no-progress"]) == quick
-    assert _budget(["--env", "gridworld-pickup"])[0] == 500_000  # a named env: the YAML's budget
+    from rims_rl.config import load_agent_config
+
+    yaml_budget = load_agent_config("rims_ppo", "MiniGrid-RimsPickup-Train-v0")[0].n_timesteps
+    assert yaml_budget != QUICK_START["n_timesteps"]
+    assert _budget(["--env", "gridworld-pickup"])[0] == yaml_budget  # a named env: the YAML's budget
     assert _budget(["-n", "2048"])[0] == 2048 and _budget(["--n-envs", "2"])[1] == 2
 
 
