@@ -240,8 +240,7 @@ def test_duplicate_setting_name_names_both_files(
     assert "two files" in line and not logs.exists()
     assert load_setting("mine").train_env.id == ENV  # the other settings keep working
     code = evaluate_cli.main(["--rims", "x.zip", "--lstm", "y.zip", "--setting", "gridworld-pickup", "-o", str(logs)])
-    assert code in (1, 2)  # the missing checkpoints or the ambiguous setting: either way one line
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    _one_line(capsys, code, "evaluate.py", "two files", str(twin))  # checked before the (missing) agents
 
 
 # --- evaluate --------------------------------------------------------------------------------------------------------

@@ -183,6 +183,13 @@ def _run(args: argparse.Namespace) -> int:
         if not rims or not lstm:
             print(NO_AGENTS_MESSAGE.format(setting=setting))
             return EXIT_NOTHING_TO_EVALUATE
+    setting = setting_name or DEFAULT_SETTING  # where to evaluate is checked before the agents are looked up
+    if args.env:
+        targets = gym_targets(args.env, args.n_episodes or 10, args.seeds or [0], args.ref_score)
+        name = args.name or "_".join(e.replace("/", "-") for e in args.env)
+    else:
+        targets = setting_targets(setting, args.splits, args.n_episodes, args.seeds, args.ref_score)
+        name = args.name or setting
     if any(not Path(spec).exists() and not str(spec).endswith(".zip") for spec in [*rims, *lstm, *args.agent]):
         _zoo_entries()  # zoo ids are given: a malformed manifest is reported as such (exit code 2)
     agents = [resolve_agent(s, "rims", args.load_best) for s in rims] + [
@@ -195,13 +202,6 @@ def _run(args: argparse.Namespace) -> int:
             a.label = f"{a.label}#{i}"
     # each run folder's agent plays on envs built as its training envs were (frame stack, env_kwargs, VecNormalize)
     env_options = _env_options(agents, [*rims, *lstm, *args.agent])
-    setting = setting_name or DEFAULT_SETTING
-    if args.env:
-        targets = gym_targets(args.env, args.n_episodes or 10, args.seeds or [0], args.ref_score)
-        name = args.name or "_".join(e.replace("/", "-") for e in args.env)
-    else:
-        targets = setting_targets(setting, args.splits, args.n_episodes, args.seeds, args.ref_score)
-        name = args.name or setting
     result = evaluate(
         agents,
         targets,
