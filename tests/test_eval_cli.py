@@ -284,3 +284,26 @@ def test_vecnormalize_run_needs_its_statistics(tmp_path):
     (tmp_path / "config.yml").write_text("normalize: true\nnormalize_kwargs: {norm_reward: false}\n")
     with pytest.raises(ValueError, match=r"trained with VecNormalize but has no vecnormalize\.safetensors"):
         env_options_from_run(tmp_path)
+
+
+def test_vecnormalize_run_is_evaluated_with_its_statistics(tmp_path, capsys):
+    """A run trained with VecNormalize is played through a frozen VecNormalize holding the run's statistics."""
+    import rims_rl.checkpoint
+    from rims_rl.cli.train import main as train_main
+    from rims_rl.evaluation import gym_targets
+    from rims_rl.evaluation.runner import env_options_from_run, make_target_env
+
+    if not hasattr(rims_rl.checkpoint, "load_vecnormalize"):
+        pytest.skip("needs the safe (no pickle) VecNormalize file format of issue 13")
+    tiny = ["--env", "RimsCueRecall-v0", "-n", "256", "--eval-freq", "0", "--no-progress", "--verbose", "0"]
+    assert train_main([*tiny, "-params", "normalize:true", "-f", str(tmp_path / "logs")]) == 0
+    (run,) = (tmp_path / "logs" / "rims_ppo").iterdir()
+    options = env_options_from_run(run)
+    assert options.normalize_kwargs is not None and options.vecnormalize_path.is_file()
+    (target,) = gym_targets(["RimsCueRecall-v0"], 1, [0])
+    env = make_target_env(target, 1, 0, options)
+    assert not env.training and not env.norm_reward
+    assert env.obs_rms.count > 256 and np.abs(env.obs_rms.mean).sum() > 0  # the run's statistics, not fresh ones
+    env.close()
+    argv = ["--agent", str(run), "--env", "RimsCueRecall-v0", "-n", "2", "--no-random", "-o", str(tmp_path / "eval"), "-q"]
+    assert main(argv) == 0, capsys.readouterr().err
