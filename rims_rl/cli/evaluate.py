@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-scratch", nargs="+", default=None, metavar="RUN", help="from-scratch run folders")
     p.add_argument("--list-zoo", action="store_true", help="list the pretrained agents and exit")
     p.add_argument("--load-best", action="store_true", help="in run folders, evaluate best_model.zip (default: final model)")
-    p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads (1: fastest for small models; <= 0: torch's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads (1: fastest for small models; <= 0: default)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 
