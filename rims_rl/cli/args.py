@@ -24,8 +24,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         help_text = action.help or ""
-        unset = action.default is None or action.default is argparse.SUPPRESS or action.default == []
-        if "default" in help_text or unset or not action.option_strings:
+        unset = any(action.default is value for value in (None, False, argparse.SUPPRESS)) or action.default == []
+        if "(default" in help_text or unset or not action.option_strings:
             return help_text
         return super()._get_help_string(action)
 
