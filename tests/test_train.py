@@ -221,10 +221,11 @@ def test_atari_game_transfer_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
 
 def _budget(argv: list[str]) -> tuple[int, int, int, int]:
     from rims_rl.cli.train import parse_args, resolve_budget
-    from rims_rl.config import load_agent_config
+    from rims_rl.config import load_agent_config, parse_override
 
     args = parse_args(argv)
-    config, _ = load_agent_config(args.algo, "MiniGrid-RimsPickup-Train-v0")
+    overrides = dict(parse_override(item) for item in args.hyperparams)
+    config, _ = load_agent_config(args.algo, "MiniGrid-RimsPickup-Train-v0", overrides)
     return resolve_budget(args, config)
 
 
@@ -240,6 +241,7 @@ def test_default_budget_is_one_rule() -> None:
     assert yaml_budget != QUICK_START["n_timesteps"]
     assert _budget(["--env", "gridworld-pickup"])[0] == yaml_budget  # a named env: the YAML's budget
     assert _budget(["-n", "2048"])[0] == 2048 and _budget(["--n-envs", "2"])[1] == 2
+    assert _budget(["-params", "n_timesteps:4096"])[0] == 4096  # -params n_timesteps counts as a budget too
 
 
 def test_help_states_each_default_once(capsys: pytest.CaptureFixture[str]) -> None:

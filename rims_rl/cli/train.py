@@ -332,17 +332,22 @@ def validate_run(args: argparse.Namespace, config: AgentConfig, algo: str, env_n
         env.close()
 
 
+def _overrides_budget(args: argparse.Namespace) -> bool:
+    """:return: whether ``-params n_timesteps:N`` sets the budget (then it is used, as ``-n N`` would be)"""
+    return any(item.partition(":")[0].strip() == "n_timesteps" for item in args.hyperparams)
+
+
 def resolve_budget(args: argparse.Namespace, config: AgentConfig) -> tuple[int, int, int, int]:
     """
     The budget of a new run, decided here only: without ``--env`` the quick start (:data:`QUICK_START`), whatever
-    other options are given (``--seed 1`` changes only the seed); with ``--env`` the YAML's; ``-n``/``--n-envs``/
-    ``--eval-freq``/``--save-freq`` always win.
+    other options are given (``--seed 1`` changes only the seed); with ``--env`` the YAML's; ``-n`` (or
+    ``-params n_timesteps:N``), ``--n-envs``, ``--eval-freq``, ``--save-freq`` always win.
 
     :param args: parsed arguments
     :param config: the hyperparameters read for the env
     :return: (n_timesteps, n_envs, eval_freq, save_freq)
     """
-    quick = args.env is None
+    quick = args.env is None and not _overrides_budget(args)
     n_timesteps = args.n_timesteps or (QUICK_START["n_timesteps"] if quick else config.n_timesteps)
     n_envs = args.n_envs or config.n_envs
     default_freq = max(n_timesteps // 20, n_envs * config.n_steps)
@@ -498,7 +503,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         n_timesteps, n_envs, eval_freq, save_freq = resolve_budget(args, config)
         config.n_timesteps, config.n_envs = n_timesteps, n_envs
         seed, vec_env, eval_episodes = args.seed, args.vec_env, args.eval_episodes
-        quick = args.env is None and args.n_timesteps is None
+        quick = args.env is None and args.n_timesteps is None and not _overrides_budget(args)
         # Everything a user can get wrong is checked before anything is created on disk.
         validate_run(args, config, algo, env_name, env_id, section)
         print(plan_line(algo, env_name, env_id, config, seed, eval_freq, save_freq, quick, yaml_budget), flush=True)
