@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Union
 
 import yaml
-from stable_baselines3.common.utils import LinearSchedule
 
 from rims_rl.resources import data_dir
 
@@ -129,6 +128,44 @@ class AgentConfig:
             target_kl=self.target_kl,
         )
 
+    def validate(self, where: str = "hyperparameters") -> None:
+        """
+        Check the value ranges that the type check of :func:`_build` cannot see (RecurrentPPO would assert or
+        train on nonsense later, after the run folder exists).
+
+        :param where: location for the error message (e.g. ``rims_ppo.yml[minigrid]``)
+        :raises ConfigError: the first value out of range, one line
+        """
+        positive: dict[str, int] = {"n_timesteps": self.n_timesteps, "n_envs": self.n_envs, "n_steps": self.n_steps,
+                    "batch_size": self.batch_size, "n_epochs": self.n_epochs}  # fmt: skip
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"hyperparameter {name!r} in {where} must be a positive integer, got {value}")
+        if self.n_steps * self.n_envs < 2:
+            raise ConfigError(f"n_steps * n_envs must be > 1 in {where} (got {self.n_steps} * {self.n_envs})")
+        if self.batch_size < 2:
+            raise ConfigError(f"hyperparameter 'batch_size' in {where} must be > 1 (advantages are normalized per batch)")
+        in_unit: dict[str, float] = {"gamma": self.gamma, "gae_lambda": self.gae_lambda}
+        for name, fraction in in_unit.items():
+            if not 0.0 <= fraction <= 1.0:
+                raise ConfigError(f"hyperparameter {name!r} in {where} must be in [0, 1], got {fraction}")
+        for name in ("learning_rate", "clip_range"):
+            schedule = getattr(self, name)
+            start = parse_schedule(schedule, name)
+            initial = start if isinstance(start, float) else float(str(schedule)[len("lin_") :])
+            if not initial > 0.0:
+                raise ConfigError(f"hyperparameter {name!r} in {where} must be > 0, got {schedule!r}")
+        non_negative: dict[str, float] = {"ent_coef": self.ent_coef, "vf_coef": self.vf_coef}
+        for name, coef in non_negative.items():
+            if not coef >= 0.0:
+                raise ConfigError(f"hyperparameter {name!r} in {where} must be >= 0, got {coef}")
+        for name, optional in (("max_grad_norm", self.max_grad_norm), ("clip_range_vf", self.clip_range_vf),
+                               ("target_kl", self.target_kl)):  # fmt: skip
+            if optional is not None and not optional > 0.0:
+                raise ConfigError(f"hyperparameter {name!r} in {where} must be > 0, got {optional}")
+        if self.frame_stack is not None and self.frame_stack < 0:
+            raise ConfigError(f"hyperparameter 'frame_stack' in {where} must be >= 0 (0 or 1: none), got {self.frame_stack}")
+
     def to_dict(self) -> dict[str, Any]:
         """:return: plain mapping (YAML-serialisable), as written to the run folder's config.yml."""
         return dataclasses.asdict(self)
@@ -151,6 +188,8 @@ def parse_schedule(value: float | str, name: str = "value") -> float | Callable[
             start = float(value[len("lin_") :])
         except ValueError:
             raise ConfigError(f"hyperparameter {name!r}: cannot parse schedule {value!r} (expected 'lin_<number>')") from None
+        from stable_baselines3.common.utils import LinearSchedule  # deferred: importing SB3 loads torch
+
         return LinearSchedule(start, 0.0, 1.0)
     raise ConfigError(f"hyperparameter {name!r} must be a number or 'lin_<number>', got {value!r}")
 

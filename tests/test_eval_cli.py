@@ -215,3 +215,96 @@ def test_gridworld_setting_split(tmp_path):
     assert data["comparison"]["envs"][0]["env"] == "novel-obstacles"
     assert data["comparison"]["envs"][0]["s_ref"] == 1.0
     assert (out / "splits.png").is_file()
+
+
+def test_no_arguments_use_the_manifest_setting(agents, tmp_path, monkeypatch):
+    """`python evaluate.py` evaluates the zoo's agents on the setting the manifest records for them, not a fixed name."""
+    from rims_rl.cli.evaluate import zoo_default_setting
+
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "poles.yml").write_text(
+        "name: cartpole-poles\nkind: gym\ntrain: CartPole-v1\nheldout: {same: CartPole-v1}\nn_eval_episodes: 2\ns_ref: 500\n"
+    )
+    monkeypatch.setenv("RIMS_RL_SETTINGS_DIR", str(settings))
+    zoo = tmp_path / "zoo"
+    monkeypatch.setenv("RIMS_RL_ZOO", str(zoo))
+    for core in ("rims", "lstm"):
+        add_to_zoo(agents[core], f"poles/{core}", f"{core}_ppo", core, "cartpole-poles", "CartPole-v1", 0, root=zoo)
+    assert zoo_default_setting(list_zoo(zoo)) == "cartpole-poles"
+    assert main(["--n-bootstrap", "50", "-o", str(tmp_path / "eval"), "-q"]) == 0
+    (out,) = list((tmp_path / "eval").iterdir())
+    assert out.name.startswith("cartpole-poles")
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["setting"] == "cartpole-poles"
+    assert [a["label"] for a in data["meta"]["agents"]] == ["poles/rims", "poles/lstm"]
+    # only one core in a setting: that setting is not chosen; none with both: nothing to evaluate
+    entries = [e for e in list_zoo(zoo) if e.core == "rims"]
+    assert zoo_default_setting(entries) is None
+
+
+def test_ale_env_id_is_preprocessed_as_in_training():
+    """`--env ALE/...` used SB3's make_vec_env: raw 210x160x3 frames, unlike training's 84x84 grey frames."""
+    from rims_rl.evaluation import gym_targets
+
+    (target,) = gym_targets(["ALE/Pong-v5"], 1, [0])
+    env = target.make_env(n_envs=1, seed=0)
+    assert env.observation_space.shape == (84, 84, 1)
+    env.close()
+    env = target.make_env(n_envs=1, seed=0, frame_stack=4)
+    assert env.observation_space.shape == (84, 84, 4)
+    env.close()
+
+
+def test_run_folder_is_evaluated_on_envs_built_as_in_training(tmp_path, capsys):
+    """A run trained with a frame stack and env_kwargs is evaluated with them (its config.yml), not with bare envs."""
+    from rims_rl.cli.train import main as train_main
+    from rims_rl.evaluation.runner import EnvOptions, env_options_from_run, run_folder_of
+
+    tiny = ["--env", "RimsCueRecall-v0", "-n", "128", "--eval-freq", "0", "--no-progress", "--verbose", "0"]
+    params = ["-params", "frame_stack:2", "env_kwargs.delay:3"]
+    assert train_main([*tiny, *params, "-f", str(tmp_path / "logs"), "--heldout-episodes", "0"]) == 0
+    (run,) = (tmp_path / "logs" / "rims_ppo").iterdir()
+    assert run_folder_of(run) == run_folder_of(run / "RimsCueRecall-v0.zip") == run
+    assert env_options_from_run(run) == EnvOptions(frame_stack=2, env_kwargs={"delay": 3})
+    capsys.readouterr()
+    argv = ["--agent", str(run), "--env", "RimsCueRecall-v0", "-n", "2", "--no-random", "-o", str(tmp_path / "eval"), "-q"]
+    assert main(argv) == 0, capsys.readouterr().err
+    # a checkpoint inside the run folder finds its run too; copied out of it, it is played on bare envs and refused
+    assert main([*argv[:1], str(run / "RimsCueRecall-v0.zip"), *argv[2:]]) == 0
+    alone = tmp_path / "alone.zip"
+    alone.write_bytes((run / "RimsCueRecall-v0.zip").read_bytes())
+    capsys.readouterr()
+    assert main([*argv[:1], str(alone), *argv[2:]]) == 1
+    assert "observation space mismatch" in capsys.readouterr().err
+
+
+def test_vecnormalize_run_needs_its_statistics(tmp_path):
+    from rims_rl.evaluation.runner import env_options_from_run
+
+    (tmp_path / "config.yml").write_text("normalize: true\nnormalize_kwargs: {norm_reward: false}\n")
+    with pytest.raises(ValueError, match=r"trained with VecNormalize but has no vecnormalize\.safetensors"):
+        env_options_from_run(tmp_path)
+
+
+def test_vecnormalize_run_is_evaluated_with_its_statistics(tmp_path, capsys):
+    """A run trained with VecNormalize is played through a frozen VecNormalize holding the run's statistics."""
+    import rims_rl.checkpoint
+    from rims_rl.cli.train import main as train_main
+    from rims_rl.evaluation import gym_targets
+    from rims_rl.evaluation.runner import env_options_from_run, make_target_env
+
+    if not hasattr(rims_rl.checkpoint, "load_vecnormalize"):
+        pytest.skip("needs the safe (no pickle) VecNormalize file format of issue 13")
+    tiny = ["--env", "RimsCueRecall-v0", "-n", "256", "--eval-freq", "0", "--no-progress", "--verbose", "0"]
+    assert train_main([*tiny, "-params", "normalize:true", "-f", str(tmp_path / "logs")]) == 0
+    (run,) = (tmp_path / "logs" / "rims_ppo").iterdir()
+    options = env_options_from_run(run)
+    assert options.normalize_kwargs is not None and options.vecnormalize_path.is_file()
+    (target,) = gym_targets(["RimsCueRecall-v0"], 1, [0])
+    env = make_target_env(target, 1, 0, options)
+    assert not env.training and not env.norm_reward
+    assert env.obs_rms.count > 256 and np.abs(env.obs_rms.mean).sum() > 0  # the run's statistics, not fresh ones
+    env.close()
+    argv = ["--agent", str(run), "--env", "RimsCueRecall-v0", "-n", "2", "--no-random", "-o", str(tmp_path / "eval"), "-q"]
+    assert main(argv) == 0, capsys.readouterr().err

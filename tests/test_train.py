@@ -219,3 +219,60 @@ def test_atari_game_transfer_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     _one_line_error(capsys, code, "--heldout-episodes")
     code = main(["--env", "atari-transfer:Nope", "-n", "64", "-f", str(tmp_path), *tiny])
     _one_line_error(capsys, code, "no split 'Nope'", "Alien")
+
+
+def _budget(argv: list[str]) -> tuple[int, int, int, int]:
+    from rims_rl.cli.train import parse_args, resolve_budget
+    from rims_rl.config import load_agent_config, parse_override
+
+    args = parse_args(argv)
+    overrides = dict(parse_override(item) for item in args.hyperparams)
+    config, _ = load_agent_config(args.algo, "MiniGrid-RimsPickup-Train-v0", overrides)
+    return resolve_budget(args, config)
+
+
+def test_default_budget_is_one_rule() -> None:
+    """A bare run and `--seed 1` differ only in the seed (the second used to train 500k steps instead of 30k)."""
+    from rims_rl.cli.train import QUICK_START
+
+    quick = (QUICK_START["n_timesteps"], 16, QUICK_START["eval_freq"], QUICK_START["save_freq"])
+    assert _budget([]) == _budget(["--seed", "1"]) == _budget(["--algo", "lstm_ppo", "--no-progress"]) == quick
+    from rims_rl.config import load_agent_config
+
+    yaml_budget = load_agent_config("rims_ppo", "MiniGrid-RimsPickup-Train-v0")[0].n_timesteps
+    assert yaml_budget != QUICK_START["n_timesteps"]
+    assert _budget(["--env", "gridworld-pickup"])[0] == yaml_budget  # a named env: the YAML's budget
+    assert _budget(["-n", "2048"])[0] == 2048 and _budget(["--n-envs", "2"])[1] == 2
+    assert _budget(["-params", "n_timesteps:4096"])[0] == 4096  # -params n_timesteps counts as a budget too
+
+
+def test_help_states_each_default_once(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "30,000" in out and "(default: 0)" in out  # the quick-start budget, and the seed's default
+    for option in out.split(" -")[1:]:  # one entry per option
+        assert option.count("default") <= 1, option
+
+
+def test_first_contact_plan_summary_and_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The plan (budget first) is printed before training; the end-of-run summary puts each split beside the
+    uniform-random policy, with success rates; a resumed LSTM run's hint names --lstm (it used to say --rims)."""
+    tiny = ["--algo", "lstm_ppo", "--env", "gridworld-pickup", "--n-envs", "2", "--eval-freq", "0", "--no-progress",
+            "--verbose", "0", "-params", "n_steps:16", "batch_size:32", "-f", str(tmp_path)]  # fmt: skip
+    from rims_rl.envs import load_setting
+
+    setting = load_setting("gridworld-pickup")
+    assert main([*tiny, "-n", "32", "--heldout-episodes", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"Training lstm_ppo (lstm core) on gridworld-pickup ({setting.train_env.id}) for 32 timesteps")
+    assert out[1].startswith("Run folder:")
+    (header,) = [line for line in out if line.strip().startswith("split")]
+    assert header.split() == ["split", "agent", "return", "random", "return", "agent", "success", "random", "success"]
+    rows = out[out.index(header) + 1 :]
+    assert [row.split()[0] for row in rows] == setting.splits and len(rows) > 1
+    for row in rows:  # mean +/- std, random mean, success %, random success %
+        assert row.split()[2] == "+/-" and row.split()[-1].endswith("%") and row.split()[-2].endswith("%")
+    (run,) = (tmp_path / "lstm_ppo").iterdir()
+    assert main(["--resume", str(run), "-n", "64", "--heldout-episodes", "0", "--no-progress", "--verbose", "0"]) == 0
+    assert f"Held-out evaluation: python evaluate.py --lstm {run} --setting gridworld-pickup" in capsys.readouterr().out

@@ -25,7 +25,8 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 900) -> subprocess.Complete
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIMS_RL_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    output = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{' '.join(cmd)} failed ({result.returncode}):\n{output}"
     return result
 
 
@@ -57,8 +58,8 @@ def test_wheel_holds_the_data_and_runs_outside_the_checkout(installed: tuple[Pat
 
     assert "usage" in _run([str(bin_dir / "rims-train"), "--help"], cwd=work).stdout
     # A tiny training on the default setting (hyperparameters from the wheel's agents/*.yml).
-    _run([str(bin_dir / "rims-train"), "-n", "256", "--eval-freq", "0", "--save-freq", "0", "--heldout-episodes", "0",
-          "-params", "n_envs:2", "n_steps:64", "batch_size:64", "--no-progress", "-f", str(work / "logs")], cwd=work)  # fmt: skip
+    train = [str(bin_dir / "rims-train"), "-n", "256", "--eval-freq", "0", "--save-freq", "0", "--heldout-episodes", "0"]
+    _run([*train, "-params", "n_envs:2", "n_steps:64", "batch_size:64", "--no-progress", "-f", str(work / "logs")], cwd=work)
     finals = list((work / "logs").glob("rims_ppo/*/*.zip"))
     assert finals, "no final model written"
 

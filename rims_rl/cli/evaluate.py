@@ -1,7 +1,8 @@
 """``evaluate.py`` / ``rims-evaluate``: held-out evaluation and the RIMs-versus-LSTM score ratio.
 
-Exit codes: 0 done; 1 a clear error (missing/corrupt checkpoint, space mismatch, unknown setting); 2 bad usage;
-3 nothing to evaluate (no arguments and no pretrained RIMs and LSTM agents in the zoo).
+Exit codes: 0 done; 1 a clear error (missing/corrupt checkpoint, space mismatch, unknown setting); 2 bad usage
+(a value out of range, two settings files with one name, a malformed zoo manifest); 3 nothing to evaluate (no
+arguments and no pretrained RIMs and LSTM agents in the zoo).
 """
 
 from __future__ import annotations
@@ -12,44 +13,46 @@ import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
+
+from rims_rl.cli.args import CliError, HelpFormatter, OneLineParser, non_negative_int, positive_int
+from rims_rl.envs.settings import SettingsError
 
 EXIT_NOTHING_TO_EVALUATE = 3
 DEFAULT_SETTING = "gridworld-pickup"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser."""
-    p = argparse.ArgumentParser(
+    """The command-line parser (usage errors: one line, exit code 2)."""
+    p = OneLineParser(
         prog="evaluate.py",
-        description="Evaluate RIMs and LSTM checkpoints on held-out envs; score ratio with bootstrap CIs, tables, plots.",
+        description="Evaluate RIMs and LSTM checkpoints on held-out envs; score ratio with bootstrap CIs, tables, plots. "
+        "With no agent: the zoo's RIMs and LSTM agents, on the setting the zoo manifest records for them.",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--rims", nargs="+", default=[], metavar="CKPT", help="RIMs agents: run folders, .zip files, zoo ids")
     p.add_argument("--lstm", nargs="+", default=[], metavar="CKPT", help="LSTM agents: run folders, .zip files, zoo ids")
     p.add_argument("--agent", nargs="+", default=[], metavar="CKPT", help="other agents (scores only; core read from model)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--setting", default=None, help=f"setting whose held-out splits to use (default {DEFAULT_SETTING})")
+    where.add_argument("--setting", default=None,
+                       help=f"setting of the held-out splits (default: the zoo agents', else {DEFAULT_SETTING})")  # fmt: skip
     where.add_argument("--env", nargs="+", default=None, metavar="ENV_ID", help="plain gymnasium env ids instead of a setting")
     p.add_argument("--splits", nargs="+", default=None, help="held-out splits of the setting (default: all)")
-    p.add_argument("-n", "--n-episodes", type=int, default=None, help="episodes per env and seed (default: setting's, or 10)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="evaluation seeds (default: the setting's, or 0)")
-    p.add_argument("--n-envs", type=int, default=1, help="parallel envs (episodes are still counted fairly)")
-    p.add_argument(
-        "--actions",
-        choices=["both", "sampled", "greedy"],
-        default="both",
-        help="action modes played, each on the same env seeds (default both: sampled and greedy)",
-    )
+    p.add_argument("-n", "--n-episodes", type=positive_int, default=None,
+                   help="episodes per env and seed (default: the setting's n_eval_episodes, or 10)")  # fmt: skip
+    p.add_argument("--seeds", type=non_negative_int, nargs="+", default=None,
+                   help="evaluation seeds (default: the setting's, or 0)")  # fmt: skip
+    p.add_argument("--n-envs", type=positive_int, default=1, help="parallel envs (episodes are still counted fairly)")
+    p.add_argument("--actions", choices=["both", "sampled", "greedy"], default="both",
+                   help="action modes played, each on the same env seeds (both: sampled and greedy)")  # fmt: skip
     p.add_argument("--ref-score", type=float, default=None, help="S_ref override (default: human score / max return)")
     p.add_argument("--no-random", action="store_true", help="skip the uniform-random baseline (no ratio then)")
-    p.add_argument("--n-bootstrap", type=int, default=2000, help="bootstrap replicates for the CIs")
-    p.add_argument(
-        "--ci-method",
-        choices=["auto", "welch", "bootstrap"],
-        default="auto",
-        help="interval method (auto: Welch below 10 seeds per core, else the joint seed bootstrap; docs/evaluation.md)",
-    )
-    p.add_argument("--n-permutations", type=int, default=2000, help="most seed relabellings for permutation p-values")
-    p.add_argument("--bootstrap-seed", type=int, default=0)
+    p.add_argument("--n-bootstrap", type=positive_int, default=2000, help="bootstrap replicates for the CIs")
+    p.add_argument("--ci-method", choices=["auto", "welch", "bootstrap"], default="auto",
+                   help="interval method (auto: Welch below 10 seeds per core, else the joint seed bootstrap; "
+                        "docs/evaluation.md)")  # fmt: skip
+    p.add_argument("--n-permutations", type=positive_int, default=2000, help="most seed relabellings for permutation p-values")
+    p.add_argument("--bootstrap-seed", type=non_negative_int, default=0, help="seed of the bootstrap")
     p.add_argument("-o", "--output-dir", default="logs/eval", help="results go to a fresh OUTPUT_DIR/<name>_<n>/")
     p.add_argument("--name", default=None, help="result folder name (default: the setting or env)")
     p.add_argument(
@@ -60,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MP4",
         help="also record one episode of the first RIMs agent (else the first agent) to MP4",
     )
-    p.add_argument("--video-steps", type=int, default=1000, help="maximum steps in the video")
+    p.add_argument("--video-steps", type=positive_int, default=1000, help="maximum steps in the video")
     p.add_argument(
         "--transfer-finetuned",
         nargs="+",
@@ -83,10 +86,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _zoo_defaults(setting: str) -> tuple[list[str], list[str]]:
+def _zoo_entries() -> list[Any]:
+    """
+    :return: the zoo manifest's entries
+    :raises CliError: a malformed manifest (a user's file: exit code 2)
+    """
     from rims_rl.zoo import list_zoo
 
-    entries = [e for e in list_zoo() if e.setting == setting]
+    from rims_rl.zoo import MANIFEST_NAME, zoo_dir
+
+    try:
+        return list_zoo()
+    except ValueError as error:
+        raise CliError(str(error).splitlines()[0]) from None
+    except (TypeError, AttributeError) as error:  # an entry of the wrong shape (e.g. a list instead of an object)
+        raise CliError(f"corrupt zoo manifest {zoo_dir() / MANIFEST_NAME}: {error}") from None
+
+
+def zoo_default_setting(entries: list[Any]) -> str | None:
+    """
+    :param entries: zoo manifest entries
+    :return: the setting recorded in the manifest for the zoo's RIMs and LSTM agents: among the settings that have
+        both, the default setting if it is one of them, else the first in manifest order; None when none has both
+    """
+    both = [s for s in dict.fromkeys(e.setting for e in entries)
+            if {"rims", "lstm"} <= {e.core for e in entries if e.setting == s}]  # fmt: skip
+    if not both:
+        return None
+    return DEFAULT_SETTING if DEFAULT_SETTING in both else both[0]
+
+
+def _zoo_defaults(setting: str) -> tuple[list[str], list[str]]:
+    entries = [e for e in _zoo_entries() if e.setting == setting]
     return [e.id for e in entries if e.core == "rims"], [e.id for e in entries if e.core == "lstm"]
 
 
@@ -98,6 +129,22 @@ so there is nothing to compare yet. Train one of each, then evaluate the run fol
     python evaluate.py --rims logs/rims_ppo/<run> --lstm logs/lstm_ppo/<run>
 
 (or add them to the zoo with rims_rl.zoo.add_to_zoo). See docs/evaluation.md."""
+
+
+def _env_options(agents: list[Any], specs: list[str]) -> dict[str, Any]:
+    """
+    :param agents: the resolved agents, in the order of ``specs``
+    :param specs: what the user gave (run folders, .zip files, zoo ids)
+    :return: agent label -> how its training envs were built, for agents inside a run folder
+    """
+    from rims_rl.evaluation.runner import env_options_from_run, run_folder_of
+
+    options = {}
+    for agent, spec in zip(agents, specs, strict=True):
+        folder = run_folder_of(spec) if Path(spec).exists() else None
+        if folder is not None:
+            options[agent.label] = env_options_from_run(folder)
+    return options
 
 
 def _transfer(args: argparse.Namespace, say: object) -> int:
@@ -132,20 +179,30 @@ def _run(args: argparse.Namespace) -> int:
             print(msg, file=sys.stderr)
 
     if args.list_zoo:
-        from rims_rl.zoo import list_zoo
-
-        entries = list_zoo()
+        entries = _zoo_entries()
         print("\n".join(f"{e.id}\t{e.algo}\t{e.core}\t{e.setting}\t{e.path}" for e in entries) or "the zoo is empty")
         return 0
     if args.transfer_finetuned or args.transfer_scratch:
         return _transfer(args, say)
     rims, lstm = list(args.rims), list(args.lstm)
+    setting_name = args.setting
     if not (rims or lstm or args.agent):
-        setting = args.setting or DEFAULT_SETTING
+        if setting_name is None and not args.env:
+            setting_name = zoo_default_setting(_zoo_entries())  # the setting the manifest records for its agents
+        setting = setting_name or DEFAULT_SETTING
         rims, lstm = _zoo_defaults(setting)
         if not rims or not lstm:
             print(NO_AGENTS_MESSAGE.format(setting=setting))
             return EXIT_NOTHING_TO_EVALUATE
+    setting = setting_name or DEFAULT_SETTING  # where to evaluate is checked before the agents are looked up
+    if args.env:
+        targets = gym_targets(args.env, args.n_episodes or 10, args.seeds or [0], args.ref_score)
+        name = args.name or "_".join(e.replace("/", "-") for e in args.env)
+    else:
+        targets = setting_targets(setting, args.splits, args.n_episodes, args.seeds, args.ref_score)
+        name = args.name or setting
+    if any(not Path(spec).exists() and not str(spec).endswith(".zip") for spec in [*rims, *lstm, *args.agent]):
+        _zoo_entries()  # zoo ids are given: a malformed manifest is reported as such (exit code 2)
     agents = [resolve_agent(s, "rims", args.load_best) for s in rims] + [
         resolve_agent(s, "lstm", args.load_best) for s in lstm
     ]
@@ -156,13 +213,8 @@ def _run(args: argparse.Namespace) -> int:
     for i, a in enumerate(agents):  # labels must be unique
         if labels.count(a.label) > 1:
             a.label = f"{a.label}#{i}"
-    if args.env:
-        targets = gym_targets(args.env, args.n_episodes or 10, args.seeds or [0], args.ref_score)
-        name = args.name or "_".join(e.replace("/", "-") for e in args.env)
-    else:
-        setting = args.setting or DEFAULT_SETTING
-        targets = setting_targets(setting, args.splits, args.n_episodes, args.seeds, args.ref_score)
-        name = args.name or setting
+    # each run folder's agent plays on envs built as its training envs were (frame stack, env_kwargs, VecNormalize)
+    env_options = _env_options(agents, [*rims, *lstm, *args.agent])
     result = evaluate(
         agents,
         targets,
@@ -171,6 +223,7 @@ def _run(args: argparse.Namespace) -> int:
         random_baseline=not args.no_random,
         device=args.device,
         log=say,
+        env_options=env_options,
     )
     comparisons = result.comparisons(args.n_bootstrap, args.bootstrap_seed, args.ci_method, args.n_permutations)
     summaries = result.summaries()
@@ -180,7 +233,7 @@ def _run(args: argparse.Namespace) -> int:
     meta = {
         "name": name,
         "command": shlex.join(sys.argv),
-        "setting": None if args.env else (args.setting or DEFAULT_SETTING),
+        "setting": None if args.env else setting,
         "targets": [
             {"label": t.label, "env_id": t.env_id, "seeds": t.seeds, "n_episodes": t.n_episodes, "ref_score": t.ref_score}
             for t in targets
@@ -210,13 +263,20 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: command-line arguments (default: sys.argv[1:])
     :return: exit code (0 ok, 1 error, 2 usage, 3 nothing to evaluate)
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except CliError as error:
+        print(f"evaluate.py: error: {error}", file=sys.stderr)
+        return 2
     if args.num_threads > 0:
         import torch as th
 
         th.set_num_threads(args.num_threads)
     try:
         return _run(args)
+    except (CliError, SettingsError) as error:  # the user's arguments or files: bad usage
+        print(f"evaluate.py: error: {error}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)

@@ -18,15 +18,14 @@ from typing import Any
 import numpy as np
 import yaml
 
+from rims_rl.cli.args import CliError, HelpFormatter, OneLineParser, non_negative_int, positive_int
 from rims_rl.config import ALGOS, AgentConfig, ConfigError, load_agent_config, parse_override
 
 DEFAULT_SETTING = "gridworld-pickup"
-#: ``python train.py`` with no arguments: a short run that shows the whole pipeline on 2 CPU cores.
+#: The default budget, in one place: without ``--env`` (the default setting) and without ``-n``, a short run that
+#: shows the whole pipeline on 2 CPU cores (``python train.py`` and ``python train.py --seed 1`` differ only in the
+#: seed). With ``--env`` the budget is the ``n_timesteps`` of ``agents/<algo>.yml``; ``-n`` always wins.
 QUICK_START = {"n_timesteps": 30_000, "eval_freq": 10_000, "save_freq": 10_000}
-
-
-class CliError(Exception):
-    """A user error reported as one line (no traceback), exit code 2."""
 
 
 def _policy_classes() -> dict[str, Any]:
@@ -88,31 +87,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     :param argv: command-line arguments (None: ``sys.argv[1:]``)
     :return: parsed arguments
     """
-    parser = argparse.ArgumentParser(
+    quick = QUICK_START
+    parser = OneLineParser(
         prog="rims-train",
-        description="Train RIMs-PPO or LSTM-PPO (RecurrentPPO; only the recurrent core differs).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train RIMs-PPO or LSTM-PPO (RecurrentPPO; only the recurrent core differs). With no arguments: "
+        f"RIMs-PPO on {DEFAULT_SETTING} for {quick['n_timesteps']:,} steps (a quick start; a full run is "
+        f"--env {DEFAULT_SETTING}, whose budget agents/rims_ppo.yml sets).",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--algo", default="rims_ppo", help=f"one of {', '.join(ALGOS)}")
-    parser.add_argument("--env", default=None, help=f"env id or setting name (default: the {DEFAULT_SETTING!r} training env)")
-    parser.add_argument("-n", "--n-timesteps", type=int, default=None, help="total timesteps (default: from the YAML)")
+    parser.add_argument("--algo", default="rims_ppo", choices=list(ALGOS), help="rims_ppo: RIMs core; lstm_ppo: LSTM core")
+    parser.add_argument("--env", default=None,
+                        help=f"env id or setting name (default: {DEFAULT_SETTING}, quick-start budget)")  # fmt: skip
+    parser.add_argument("-n", "--n-timesteps", type=positive_int, default=None,
+                        help=f"total timesteps (default: {quick['n_timesteps']:,} without --env, else n_timesteps of "
+                             "agents/<algo>.yml)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("-f", "--log-folder", default="logs", help="root of the run folders")
-    parser.add_argument("--eval-freq", type=int, default=None, help="evaluate every N timesteps (<= 0: never)")
-    parser.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
-    parser.add_argument("--heldout-episodes", type=int, default=None,
+    parser.add_argument("--eval-freq", type=int, default=None,
+                        help=f"evaluate every N timesteps; <= 0: never (default: {quick['eval_freq']:,} without --env, "
+                             "else a twentieth of the budget)")  # fmt: skip
+    parser.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation")
+    parser.add_argument("--heldout-episodes", type=non_negative_int, default=None,
                         help="episodes per split of the held-out summary printed after training (default: the setting's "
                              "n_eval_episodes, at most 20; Atari settings: 0, use evaluate.py); 0: no summary")  # fmt: skip
-    parser.add_argument("--save-freq", type=int, default=None, help="checkpoint every N timesteps (<= 0: only at the end)")
+    parser.add_argument("--save-freq", type=int, default=None,
+                        help=f"checkpoint every N timesteps; <= 0: only at the end (default: {quick['save_freq']:,} "
+                             "without --env, else a twentieth of the budget)")  # fmt: skip
     parser.add_argument("--tensorboard-log", default=None, help="TensorBoard root (default: inside the run folder)")
     parser.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE",
                         help="override hyperparameters, values as YAML; dotted keys reach nested ones, e.g. "
                              "learning_rate:lin_3e-4 policy_kwargs.core_kwargs.k_active:3")  # fmt: skip
     parser.add_argument("--device", default="auto", help="torch device (auto, cpu, cuda)")
-    parser.add_argument("--num-threads", type=int, default=1,
-                        help="torch CPU threads (1: fastest for small models on a busy CPU; <= 0: default)")  # fmt: skip
+    parser.add_argument(
+        "--num-threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: fastest for small models on a busy CPU; <= 0: torch's)",
+    )
     parser.add_argument("--vec-env", choices=["dummy", "subproc", "envpool"], default="dummy", help="VecEnv class")
-    parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: from the YAML)")
+    parser.add_argument("--n-envs", type=positive_int, default=None,
+                        help="parallel envs (default: n_envs of agents/<algo>.yml)")  # fmt: skip
     parser.add_argument("-i", "--trained-agent", default=None,
                         help="start from this checkpoint's weights (also for game transfer; spaces must match)")  # fmt: skip
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_OR_CHECKPOINT",
@@ -279,13 +293,132 @@ def _load_trained_agent(model: Any, path: str, trust_remote_code: bool = False) 
         raise CliError(f"--trained-agent: policy architecture differs: {str(error).splitlines()[0]}") from None
 
 
-def evaluate_heldout(model: Any, setting: Any, config: AgentConfig, n_episodes: int) -> dict[str, tuple[float, float]]:
-    """
-    Evaluate on every split of the setting, carrying the recurrent state (stochastic actions, as rl-zoo does).
+def _first_line(error: BaseException) -> str:
+    """:return: the first non-empty line of an exception's message (its type name when empty)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
-    :return: split -> (mean return, std return)
+
+def _check_log_folder(log_folder: str, algo: str) -> None:
     """
-    from rims_rl.evaluation.rollout import run_episodes
+    :param log_folder: ``-f`` (need not exist yet)
+    :param algo: the algo sub-folder the run folder goes into
+    :raises CliError: the folder (or the first existing folder above it) is a file or not writable
+    """
+    probe = Path(log_folder) / algo
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CliError(f"-f/--log-folder {log_folder}: {probe} exists and is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CliError(f"-f/--log-folder {log_folder}: {probe} is not writable")
+
+
+def validate_run(args: argparse.Namespace, config: AgentConfig, algo: str, env_name: str, env_id: str, section: str) -> None:
+    """
+    Check a new run's whole configuration before its run folder is created: value ranges, the log folder, the
+    initial weights file, one env built exactly as training builds it (env_kwargs, frame stack, VecNormalize) and
+    the policy (with its recurrent core) built once on that env's real spaces.
+
+    :param args: parsed arguments
+    :param config: hyperparameters, budget and n_envs already resolved
+    :param algo: ``rims_ppo`` or ``lstm_ppo``
+    :param env_name: env id or setting name as given
+    :param env_id: the training env id
+    :param section: the section of ``agents/<algo>.yml`` used
+    :raises CliError: or ConfigError, one line naming the mistake
+    """
+    import gymnasium as gym
+
+    where = f"{algo}.yml[{section}]"
+    config.validate(where)
+    _check_log_folder(args.log_folder, algo)
+    if args.trained_agent is not None and not os.path.isfile(args.trained_agent):
+        raise CliError(f"--trained-agent: no such file {args.trained_agent}")
+    policy_class, policy_kwargs = build_policy(config, algo)
+    user_errors = (TypeError, ValueError, AssertionError, KeyError, gym.error.Error)
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    try:
+        # as RecurrentPPO will see it: channel-last images transposed (VecTransposeImage)
+        env = BaseAlgorithm._wrap_env(make_training_env(env_name, config, 1, args.seed, "dummy"), verbose=0)
+    except user_errors as error:
+        given = f" with env_kwargs {config.env_kwargs}" if config.env_kwargs else ""
+        raise CliError(f"cannot build env {env_id}{given} ({where}): {_first_line(error)}") from None
+    try:
+        policy_class(env.observation_space, env.action_space, lambda _: 1e-3, **policy_kwargs)
+    except (*user_errors, RuntimeError) as error:
+        core_kwargs = config.policy_kwargs.core_kwargs
+        raise CliError(f"invalid policy for {env_id} ({where}, core {ALGOS[algo]!r}, core_kwargs {core_kwargs}): "
+                       f"{_first_line(error)}") from None  # fmt: skip
+    finally:
+        env.close()
+
+
+def _overrides_budget(args: argparse.Namespace) -> bool:
+    """:return: whether ``-params n_timesteps:N`` sets the budget (then it is used, as ``-n N`` would be)"""
+    return any(item.partition(":")[0].strip() == "n_timesteps" for item in args.hyperparams)
+
+
+def resolve_budget(args: argparse.Namespace, config: AgentConfig) -> tuple[int, int, int, int]:
+    """
+    The budget of a new run, decided here only: without ``--env`` the quick start (:data:`QUICK_START`), whatever
+    other options are given (``--seed 1`` changes only the seed); with ``--env`` the YAML's; ``-n`` (or
+    ``-params n_timesteps:N``), ``--n-envs``, ``--eval-freq``, ``--save-freq`` always win.
+
+    :param args: parsed arguments
+    :param config: the hyperparameters read for the env
+    :return: (n_timesteps, n_envs, eval_freq, save_freq)
+    """
+    quick = args.env is None and not _overrides_budget(args)
+    n_timesteps = args.n_timesteps or (QUICK_START["n_timesteps"] if quick else config.n_timesteps)
+    n_envs = args.n_envs or config.n_envs
+    default_freq = max(n_timesteps // 20, n_envs * config.n_steps)
+    eval_freq = args.eval_freq if args.eval_freq is not None else (QUICK_START["eval_freq"] if quick else default_freq)
+    save_freq = args.save_freq if args.save_freq is not None else (QUICK_START["save_freq"] if quick else default_freq)
+    return n_timesteps, n_envs, eval_freq, save_freq
+
+
+def plan_line(algo: str, env_name: str, env_id: str, config: AgentConfig, seed: int, eval_freq: int, save_freq: int,
+              quick: bool, yaml_budget: int) -> str:  # fmt: skip
+    """
+    :return: what a new run will do, printed before it starts (budget first)
+    """
+    budget = f"{config.n_timesteps:,} timesteps"
+    if quick:
+        budget += f" (quick start; the full budget of agents/{algo}.yml is {yaml_budget:,}: add --env {env_name} or -n)"
+    target = env_name if env_name == env_id else f"{env_name} ({env_id})"
+    evaluation = f"evaluation every {eval_freq:,} steps" if eval_freq > 0 else "no periodic evaluation"
+    checkpoints = f"checkpoints every {save_freq:,} steps" if save_freq > 0 else "a checkpoint at the end"
+    return (f"Training {algo} ({ALGOS[algo]} core) on {target} for {budget}; {config.n_envs} envs x {config.n_steps} "
+            f"steps per rollout, seed {seed}; {evaluation}, {checkpoints}.")  # fmt: skip
+
+
+#: One split's summary after training: agent mean return, std, success rate; the uniform-random policy's mean
+#: return and success rate (success rates: None where the setting has no success notion).
+SplitSummary = tuple[float, float, float | None, float, float | None]
+
+
+def _success_rate(setting: Any, returns: np.ndarray) -> float | None:
+    """
+    :param setting: the env setting
+    :param returns: episode returns, shape (n_episodes,)
+    :return: the fraction of successful episodes; gridworld pick-up: a positive return (picking up the target is
+        the only reward, at least 0.1); None for settings without a success notion
+    """
+    if setting.kind != "gridworld":
+        return None
+    return float(np.mean(returns > 0))
+
+
+def evaluate_heldout(model: Any, setting: Any, config: AgentConfig, n_episodes: int) -> dict[str, SplitSummary]:
+    """
+    Evaluate on every split of the setting, carrying the recurrent state (stochastic actions, as rl-zoo does), and
+    the uniform-random policy on the same episodes (same seeds).
+
+    :return: split -> (mean return, std return, success rate, random mean return, random success rate)
+    """
+    from rims_rl.evaluation.rollout import UniformRandomAgent, run_episodes
 
     summary = {}
     for split in setting.splits:
@@ -296,8 +429,36 @@ def evaluate_heldout(model: Any, setting: Any, config: AgentConfig, n_episodes: 
             sync_envs_normalization(model.get_env(), env)
         episodes = run_episodes(model, env, n_episodes, deterministic=False)
         env.close()
-        summary[split] = (float(np.mean(episodes.returns)), float(np.std(episodes.returns)))
+        env = make_evaluation_env(setting.name, config, split=split)
+        random = run_episodes(UniformRandomAgent(env.action_space, env.num_envs, seed=setting.eval_seeds[split]), env,
+                              n_episodes)  # fmt: skip
+        env.close()
+        summary[split] = (float(np.mean(episodes.returns)), float(np.std(episodes.returns)),
+                          _success_rate(setting, episodes.returns), float(np.mean(random.returns)),
+                          _success_rate(setting, random.returns))  # fmt: skip
     return summary
+
+
+def print_summary(summary: dict[str, SplitSummary], setting: Any, n_episodes: int) -> None:
+    """
+    Print the end-of-run table: each split's mean return and success rate beside the uniform-random policy's.
+
+    :param summary: from :func:`evaluate_heldout`
+    :param setting: the env setting
+    :param n_episodes: episodes per split
+    """
+    print(f"Evaluation on {setting.name} ({n_episodes} episodes per split, stochastic actions, state carried; "
+          "random: uniform-random actions, same seeds):")  # fmt: skip
+    has_success = any(row[2] is not None for row in summary.values())
+    header = f"  {'split':<20} {'agent return':>18} {'random return':>14}"
+    if has_success:
+        header += f" {'agent success':>14} {'random success':>15}"
+    print(header)
+    for split, (mean, std, success, random_mean, random_success) in summary.items():
+        line = f"  {split:<20} {mean:8.3f} +/- {std:5.3f} {random_mean:14.3f}"
+        if has_success:
+            line += f" {success or 0.0:14.0%} {random_success or 0.0:15.0%}"
+        print(line)
 
 
 def heldout_episodes(requested: int | None, setting: Any) -> int:
@@ -336,8 +497,6 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
 
     if args.algo not in ALGOS:
         raise CliError(f"unknown algo {args.algo!r}; valid: {', '.join(ALGOS)}")
-    if args.heldout_episodes is not None and args.heldout_episodes < 0:
-        raise CliError(f"--heldout-episodes must be >= 0 (0: no summary), got {args.heldout_episodes}")
     if args.resume is not None and args.trained_agent is not None:
         raise CliError("--resume and --trained-agent cannot be combined")
 
@@ -368,17 +527,20 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         env_name = args.env or DEFAULT_SETTING
         overrides = dict(parse_override(item) for item in args.hyperparams)
         config, section = load_agent_config(algo, env_id, overrides, args.agents_dir)
-        quick = not argv
-        n_timesteps = args.n_timesteps or (QUICK_START["n_timesteps"] if quick else config.n_timesteps)
-        n_envs = args.n_envs or config.n_envs
+        yaml_budget = config.n_timesteps
+        n_timesteps, n_envs, eval_freq, save_freq = resolve_budget(args, config)
         config.n_timesteps, config.n_envs = n_timesteps, n_envs
         seed, vec_env, eval_episodes = args.seed, args.vec_env, args.eval_episodes
-        default_freq = max(n_timesteps // 20, n_envs * config.n_steps)
-        eval_freq = args.eval_freq if args.eval_freq is not None else (QUICK_START["eval_freq"] if quick else default_freq)
-        save_freq = args.save_freq if args.save_freq is not None else (QUICK_START["save_freq"] if quick else default_freq)
-        build_policy(config, algo)  # validate names before creating anything on disk
+        quick = args.env is None and args.n_timesteps is None and not _overrides_budget(args)
+        # Everything a user can get wrong is checked before anything is created on disk.
+        validate_run(args, config, algo, env_name, env_id, section)
         _check_vec_env(env_name, vec_env)
-        run_folder = new_run_folder(args.log_folder, algo, env_id)
+        print(plan_line(algo, env_name, env_id, config, seed, eval_freq, save_freq, quick, yaml_budget), flush=True)
+        try:
+            run_folder = new_run_folder(args.log_folder, algo, env_id)
+        except OSError as error:
+            raise CliError(f"cannot create a run folder under {args.log_folder}: {error.strerror or error}") from None
+        print(f"Run folder: {run_folder}", flush=True)
         _write_yaml(run_folder / "config.yml", config.to_dict())
         saved = dict(vars(args), algo=algo, env=env_name, env_id=env_id, seed=seed, n_envs=n_envs, n_timesteps=n_timesteps,
                      eval_freq=eval_freq, save_freq=save_freq, hyperparams_section=section,
@@ -466,12 +628,10 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
     print(f"TensorBoard: tensorboard --logdir {tb_root}")
     n_episodes = heldout_episodes(args.heldout_episodes, setting)
     if setting is not None and len(setting.splits) > 1 and n_episodes == 0:
-        flag = "--rims" if args.algo == "rims_ppo" else "--lstm"
+        flag = "--rims" if algo == "rims_ppo" else "--lstm"  # the run's algo (a resumed run's args.algo is the default)
         print(f"Held-out evaluation: python evaluate.py {flag} {run_folder} --setting {setting.name}")
     elif setting is not None and len(setting.splits) > 1:
-        print(f"Evaluation ({n_episodes} episodes per split, stochastic actions, state carried):")
-        for split, (mean, std) in evaluate_heldout(model, setting, config, n_episodes).items():
-            print(f"  {split:<20} mean return {mean:8.3f} +/- {std:.3f}")
+        print_summary(evaluate_heldout(model, setting, config, n_episodes), setting, n_episodes)
     env.close()
     return 0
 
@@ -484,8 +644,8 @@ def main(argv: list[str] | None = None) -> int:
     :return: exit code (0 ok, 2 user error, 130 interrupted)
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
     try:
+        args = parse_args(argv)
         return train(args, argv)
     except (CliError, ConfigError) as error:
         print(f"rims-train: error: {error}", file=sys.stderr)

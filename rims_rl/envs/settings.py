@@ -7,13 +7,13 @@ and the evaluation budget. The Atari flavour setting's held-out list is computed
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rims_rl.envs import atari
 from rims_rl.resources import data_dir
 
 #: Environment variable naming another settings directory (searched first).
@@ -25,6 +25,8 @@ DEFAULT_SETTING = "gridworld-pickup"
 EVAL_SEED_STRIDE = 10_000
 
 _KINDS = ("gridworld", "atari-flavours", "atari-transfer", "gym", "minatar")  # minatar: parsed like gym
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,8 @@ class EnvEntry:
     @property
     def is_atari(self) -> bool:
         """Whether the entry is an ALE game (built by :func:`rims_rl.envs.atari.make_atari_env`)."""
+        from rims_rl.envs import atari  # deferred: it imports SB3 (and torch)
+
         return atari.is_atari_id(self.id)
 
 
@@ -113,14 +117,115 @@ def settings_dirs() -> list[Path]:
     return [d for d in dirs if d.is_dir()]
 
 
-def _setting_files() -> dict[str, Path]:
-    files: dict[str, Path] = {}
+class SettingsError(ValueError):
+    """A settings problem that concerns the user's files (e.g. two files defining one name); one line."""
+
+
+#: Keys every setting file may hold, by kind (beyond ``name``, ``kind``, ``description`` and the common ones).
+_COMMON_KEYS = {"name", "kind", "description", "eval_seed", "n_eval_episodes", "s_ref", "frame_stack"}
+_KIND_KEYS = {
+    "gridworld": ({"train"}, {"heldout"}),
+    "gym": ({"train"}, {"heldout"}),
+    "atari-flavours": ({"game"}, {"full_action_space", "repeat_action_probability"}),
+    "atari-transfer": ({"sources", "targets"}, {"full_action_space", "repeat_action_probability"}),
+}
+#: Settings files already reported as broken (each is named once per process).
+_reported: set[tuple[str, str]] = set()
+
+
+def _check(data: Any, path: Path) -> dict[str, Any]:
+    """
+    Validate the structure of one settings file (cheap: no env is built, ALE is not queried).
+
+    :param data: the file's YAML content
+    :param path: the file, for messages
+    :return: the content, a mapping with a string ``name``
+    :raises ValueError: one line saying what is wrong
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a mapping with name, kind, ... (got {type(data).__name__})")
+    name, kind = data.get("name"), data.get("kind")
+    if not isinstance(name, str) or not name:
+        raise ValueError("'name' must be a non-empty string")
+    if kind not in _KIND_KEYS:
+        raise ValueError(f"'kind' must be one of {', '.join(_KINDS)} (got {kind!r})")
+    required, optional = _KIND_KEYS[kind]
+    missing = sorted(required - set(data))
+    if missing:
+        raise ValueError(f"kind {kind!r} needs key(s) {', '.join(missing)}")
+    allowed = required | optional | _COMMON_KEYS
+    unknown = sorted(map(str, set(data) - allowed))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+    if kind in ("gridworld", "gym"):
+        _entry(data["train"], "train")
+        heldout = data.get("heldout") or {}
+        if not isinstance(heldout, dict):
+            raise ValueError("'heldout' must map split names to envs")
+        for split, spec in heldout.items():
+            _entry(spec, f"heldout.{split}")
+    if kind == "atari-transfer":
+        for key in ("sources", "targets"):
+            if not isinstance(data[key], list) or not data[key] or not all(isinstance(g, str) for g in data[key]):
+                raise ValueError(f"{key!r} must be a non-empty list of game names")
+    _check_numbers(data)
+    return data
+
+
+def _check_numbers(data: dict[str, Any]) -> None:
+    """
+    :param data: a settings file's content
+    :raises ValueError: a numeric key out of range or of the wrong type
+    """
+    for key, low in (("eval_seed", 0), ("n_eval_episodes", 1), ("frame_stack", 0)):
+        value = data.get(key)
+        if key not in data or (value is None and key != "n_eval_episodes"):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{key!r} must be an integer >= {low} (got {value!r})")
+    s_ref = data.get("s_ref")
+    if s_ref is not None and (not isinstance(s_ref, int | float) or isinstance(s_ref, bool)):
+        raise ValueError(f"'s_ref' must be null or a number (got {s_ref!r})")
+
+
+def _read_setting_file(path: Path) -> dict[str, Any]:
+    """
+    :param path: a settings file
+    :return: its validated content
+    :raises ValueError: unreadable, malformed (or tagged) YAML, or a wrong structure; one line
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"malformed YAML{at}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read it: {error}") from None
+    return _check(data, path)
+
+
+def _setting_files() -> dict[str, list[Path]]:
+    """
+    Find the settings files; each is validated on its own: a broken one is named in one warning line (once per
+    process) and skipped, the others keep working.
+
+    :return: setting name -> the files defining it (more than one: the name is ambiguous, see :func:`load_setting`)
+    """
+    files: dict[str, list[Path]] = {}
     for directory in settings_dirs():
         for path in sorted(directory.glob("*.yml")):
-            with open(path) as f:
-                data = yaml.safe_load(f)
-            if isinstance(data, dict) and "name" in data:
-                files.setdefault(str(data["name"]), path)
+            try:
+                data = _read_setting_file(path)
+            except ValueError as error:
+                message = " ".join(str(error).split())
+                if (str(path), message) not in _reported:
+                    _reported.add((str(path), message))
+                    logger.warning("rims_rl: warning: skipping settings file %s: %s", path, message)
+                continue
+            files.setdefault(data["name"], []).append(path)
     return files
 
 
@@ -146,13 +251,15 @@ def load_setting(name: str = DEFAULT_SETTING, **overrides: Any) -> Setting:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         where = ", ".join(str(d) for d in settings_dirs()) or f"none found (set ${SETTINGS_DIR_ENV})"
         raise ValueError(f"unknown setting {name!r}{hint} (known: {', '.join(sorted(files))}; searched: {where})")
-    with open(files[name]) as f:
-        data = yaml.safe_load(f)
+    if len(files[name]) > 1:
+        first, second = files[name][:2]
+        raise SettingsError(f"setting name {name!r} is defined by two files: {first} and {second}; rename one")
+    data = _read_setting_file(files[name][0])
     unknown = set(overrides) - set(data)
     if unknown:
         raise ValueError(f"setting {name!r} has no key(s) {sorted(unknown)}; allowed: {sorted(data)}")
     data.update(overrides)
-    return _parse(data, str(files[name]))
+    return _parse(data, str(files[name][0]))
 
 
 def _entry(spec: Any, where: str) -> EnvEntry:
@@ -164,6 +271,8 @@ def _entry(spec: Any, where: str) -> EnvEntry:
 
 
 def _atari_kwargs(data: dict[str, Any], full_action_space: bool) -> dict[str, Any]:
+    from rims_rl.envs import atari
+
     return dict(
         full_action_space=full_action_space,
         repeat_action_probability=float(data.get("repeat_action_probability", atari.STICKY_ACTION_PROB)),
@@ -171,6 +280,8 @@ def _atari_kwargs(data: dict[str, Any], full_action_space: bool) -> dict[str, An
 
 
 def _parse(data: dict[str, Any], source: str) -> Setting:
+    from rims_rl.envs import atari  # deferred: it imports SB3 (and torch)
+
     kind = data.get("kind")
     if kind not in _KINDS:
         raise ValueError(f"{source}: kind must be one of {', '.join(_KINDS)} (got {kind!r})")

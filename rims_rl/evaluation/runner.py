@@ -2,16 +2,115 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
 
 from rims_rl.evaluation.checkpoints import AgentSpec, load_model
 from rims_rl.evaluation.rollout import Agent, Episodes, UniformRandomAgent, check_spaces, run_episodes
 from rims_rl.evaluation.scores import Comparison, EnvScores, ScoreSummary, compare, summarize_scores
 from rims_rl.evaluation.targets import EvalTarget
+
+
+@dataclass
+class EnvOptions:
+    """How an agent's envs were built in training, so that evaluation builds them the same way.
+
+    :param frame_stack: frames stacked (None: the setting's default, else none)
+    :param env_kwargs: extra constructor kwargs of the env
+    :param normalize_kwargs: VecNormalize kwargs when the run normalized observations (None: no VecNormalize)
+    :param vecnormalize_path: the run's saved VecNormalize statistics (with ``normalize_kwargs``)
+    """
+
+    frame_stack: int | None = None
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    normalize_kwargs: dict[str, Any] | None = None
+    vecnormalize_path: Path | None = None
+
+
+def run_folder_of(path: str | Path) -> Path | None:
+    """
+    :param path: a run folder, or a checkpoint inside one (``<run>/<env>.zip``, ``<run>/checkpoints/*.zip``)
+    :return: the run folder (it holds config.yml), or None for a file outside any run folder
+    """
+    path = Path(path)
+    for candidate in (path, path.parent, path.parent.parent) if not path.is_dir() else (path,):
+        if (candidate / "config.yml").is_file():
+            return candidate
+    return None
+
+
+def env_options_from_run(folder: str | Path) -> EnvOptions:
+    """
+    Read how a run built its training envs (its config.yml and args.yml, written by ``rims-train``).
+
+    :param folder: the run folder
+    :return: the env options (frame stack: the run's, else its setting's)
+    :raises ValueError: unreadable config.yml, or VecNormalize statistics that are missing
+    """
+    import yaml
+
+    folder = Path(folder)
+    try:
+        config = yaml.safe_load((folder / "config.yml").read_text()) or {}
+        args_path = folder / "args.yml"
+        args = (yaml.safe_load(args_path.read_text()) or {}) if args_path.is_file() else {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"run folder {folder}: cannot read config.yml/args.yml ({str(error).splitlines()[0]})") from None
+    if not isinstance(config, dict) or not isinstance(args, dict):
+        raise ValueError(f"run folder {folder}: config.yml and args.yml must be mappings")
+    frame_stack = config.get("frame_stack")
+    if frame_stack is None and args.get("setting"):
+        from rims_rl.envs import load_setting
+
+        try:
+            frame_stack = load_setting(str(args["setting"])).frame_stack
+        except ValueError:
+            frame_stack = None  # the setting is gone: the target's own default applies
+    options = EnvOptions(frame_stack=frame_stack, env_kwargs=dict(config.get("env_kwargs") or {}))
+    if config.get("normalize"):
+        options.normalize_kwargs = dict(config.get("normalize_kwargs") or {})
+        options.vecnormalize_path = folder / VECNORMALIZE_FILE
+        if not options.vecnormalize_path.is_file():
+            raise ValueError(f"run folder {folder} was trained with VecNormalize but has no {VECNORMALIZE_FILE}")
+    return options
+
+
+#: The VecNormalize statistics of a run folder (safetensors + JSON, written by ``rims-train``).
+VECNORMALIZE_FILE = "vecnormalize.safetensors"
+
+
+def make_target_env(target: EvalTarget, n_envs: int, seed: int, options: EnvOptions | None = None) -> VecEnv:
+    """
+    :param target: the evaluation env
+    :param n_envs: parallel envs
+    :param seed: evaluation seed
+    :param options: how the agent's training envs were built (None: the target's defaults)
+    :return: the evaluation VecEnv, wrapped as the agent's training env was (frame stack, env_kwargs, VecNormalize
+        with the run's statistics, frozen, rewards not normalized)
+    """
+    if options is None:
+        return target.make_env(n_envs=n_envs, seed=seed)
+    env = target.make_env(n_envs=n_envs, seed=seed, frame_stack=options.frame_stack, env_kwargs=options.env_kwargs or None)
+    if options.normalize_kwargs is None:
+        return env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    kwargs = {k: v for k, v in options.normalize_kwargs.items() if k not in ("training", "norm_reward")}
+    normalized = VecNormalize(env, training=False, norm_reward=False, **kwargs)
+    import rims_rl.checkpoint
+
+    load_vecnormalize = getattr(rims_rl.checkpoint, "load_vecnormalize", None)  # the safe (no pickle) loader
+    if load_vecnormalize is None:
+        env.close()
+        raise ValueError(f"cannot read {options.vecnormalize_path} without unpickling: this version has no safe loader")
+    load_vecnormalize(options.vecnormalize_path, normalized)
+    normalized.training, normalized.norm_reward = False, False
+    return normalized
 
 
 def evaluate_on_target(
@@ -20,6 +119,7 @@ def evaluate_on_target(
     n_envs: int = 1,
     deterministic: bool = False,
     checkpoint: str = "agent",
+    options: EnvOptions | None = None,
 ) -> Episodes:
     """Play ``target.n_episodes`` episodes per evaluation seed; ``agent=None`` plays uniformly at random.
 
@@ -28,11 +128,12 @@ def evaluate_on_target(
     :param n_envs: parallel envs
     :param deterministic: greedy actions
     :param checkpoint: name used in space-mismatch errors
+    :param options: how the agent's training envs were built (None: the target's defaults)
     :return: all episodes, seed after seed
     """
     parts = []
     for seed in target.seeds:
-        env = target.make_env(n_envs=n_envs, seed=seed)
+        env = make_target_env(target, n_envs, seed, options)
         try:
             if agent is None:
                 player: Agent = UniformRandomAgent(env.action_space, env.num_envs, seed=seed)
@@ -210,6 +311,7 @@ def evaluate(
     random_baseline: bool = True,
     device: str = "cpu",
     log: Callable[[str], Any] | None = None,
+    env_options: Mapping[str, EnvOptions] | None = None,
 ) -> EvaluationResult:
     """Evaluate every agent (under each action mode) and the random baseline on every target.
 
@@ -220,6 +322,7 @@ def evaluate(
     :param random_baseline: also play the uniform-random policy
     :param device: torch device for the models
     :param log: progress printer
+    :param env_options: agent label -> how its training envs were built (run folders); others: the targets' defaults
     :return: all episodes
     """
     if actions not in ACTION_MODES:
@@ -233,6 +336,7 @@ def evaluate(
         info = core_info(model, spec.core)
         if info is not None:
             result.cores[spec.label] = info
+        options = (env_options or {}).get(spec.label)
         for mode in modes:
             result.episodes[mode][spec.label] = {}
             for t in targets:
@@ -242,7 +346,7 @@ def evaluate(
                         f"{len(t.seeds)} seed(s) x {t.n_episodes} episodes"
                     )
                 result.episodes[mode][spec.label][t.label] = evaluate_on_target(
-                    model, t, n_envs, mode == "greedy", str(spec.path)
+                    model, t, n_envs, mode == "greedy", str(spec.path), options
                 )
     if random_baseline:
         for t in targets:

@@ -6,13 +6,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
 from rims_rl.evaluation.scores import reference_score
 
 EnvFactory = Callable[..., VecEnv]
-"""``factory(n_envs=..., seed=..., render_mode=None) -> VecEnv`` (with a Monitor below any reward clipping)."""
+"""``factory(n_envs=..., seed=..., render_mode=None, frame_stack=None, env_kwargs=None) -> VecEnv`` (with a Monitor
+below any reward clipping; ``frame_stack``/``env_kwargs``: as the agent was trained, see
+``rims_rl.evaluation.runner.EnvOptions``)."""
 
 
 @dataclass
@@ -39,7 +40,8 @@ class EvalTarget:
 def gym_targets(
     env_ids: Sequence[str], n_episodes: int, seeds: Sequence[int], ref_score: float | None = None
 ) -> list[EvalTarget]:
-    """Targets for plain gymnasium ids, each built with SB3's ``make_vec_env`` (Monitor included).
+    """Targets for plain gymnasium ids, each built with ``rims_rl.envs.make_eval_vec_env`` as training builds them
+    (Monitor included; ALE ids get the Atari preprocessing with true scores).
 
     :param env_ids: gymnasium ids
     :param n_episodes: episodes per seed
@@ -49,13 +51,21 @@ def gym_targets(
     targets = []
     for env_id in env_ids:
 
-        def factory(n_envs: int = 1, seed: int | None = None, render_mode: str | None = None, _id: str = env_id) -> VecEnv:
-            env_kwargs = {"render_mode": render_mode} if render_mode else None
-            from rims_rl.envs import atari, make_eval_vec_env
+        def factory(
+            n_envs: int = 1,
+            seed: int | None = None,
+            render_mode: str | None = None,
+            frame_stack: int | None = None,
+            env_kwargs: dict[str, Any] | None = None,
+            _id: str = env_id,
+        ) -> VecEnv:
+            # rims_rl's builder, as training uses: ALE ids get the Atari preprocessing (true scores), not raw frames
+            from rims_rl import envs as rims_envs
 
-            if atari.is_atari_id(_id):  # the Atari wrappers training used (an ALE id trained without a setting)
-                return make_eval_vec_env(_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
-            return make_vec_env(_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
+            kwargs = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode else {})}
+            return rims_envs.make_eval_vec_env(
+                _id, n_envs=n_envs, seed=seed, frame_stack=frame_stack, env_kwargs=kwargs or None
+            )
 
         ref = ref_score
         if ref is None:
@@ -93,11 +103,18 @@ def setting_targets(
     for split in chosen:
         entry = setting.env(split)
 
-        def factory(n_envs: int = 1, seed: int | None = None, render_mode: str | None = None, _split: str = split) -> VecEnv:
-            kwargs: dict[str, Any] = {"n_envs": n_envs, "seed": seed}
-            if render_mode:
-                kwargs["env_kwargs"] = {"render_mode": render_mode}
-            return rims_envs.make_eval_vec_env(setting, _split, **kwargs)
+        def factory(
+            n_envs: int = 1,
+            seed: int | None = None,
+            render_mode: str | None = None,
+            frame_stack: int | None = None,
+            env_kwargs: dict[str, Any] | None = None,
+            _split: str = split,
+        ) -> VecEnv:
+            kwargs = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode else {})}
+            return rims_envs.make_eval_vec_env(
+                setting, _split, n_envs=n_envs, seed=seed, frame_stack=frame_stack, env_kwargs=kwargs or None
+            )
 
         ref = ref_score if ref_score is not None else setting.s_ref
         if ref is None:
