@@ -24,7 +24,6 @@ DEFAULT_SETTING = "gridworld-pickup"
 #: ``eval_seed + i * EVAL_SEED_STRIDE + k``; training uses small seeds far below ``eval_seed``).
 EVAL_SEED_STRIDE = 10_000
 
-_KINDS = ("gridworld", "atari-flavours", "atari-transfer", "gym", "minatar")  # minatar: parsed like gym
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +125,11 @@ _COMMON_KEYS = {"name", "kind", "description", "eval_seed", "n_eval_episodes", "
 _KIND_KEYS = {
     "gridworld": ({"train"}, {"heldout"}),
     "gym": ({"train"}, {"heldout"}),
+    "minatar": ({"train"}, {"heldout"}),  # parsed like gym
     "atari-flavours": ({"game"}, {"full_action_space", "repeat_action_probability"}),
     "atari-transfer": ({"sources", "targets"}, {"full_action_space", "repeat_action_probability"}),
 }
+_KINDS = tuple(_KIND_KEYS)
 #: Settings files already reported as broken (each is named once per process).
 _reported: set[tuple[str, str]] = set()
 
@@ -157,7 +158,7 @@ def _check(data: Any, path: Path) -> dict[str, Any]:
     unknown = sorted(map(str, set(data) - allowed))
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
-    if kind in ("gridworld", "gym"):
+    if kind in ("gridworld", "gym", "minatar"):
         _entry(data["train"], "train")
         heldout = data.get("heldout") or {}
         if not isinstance(heldout, dict):
