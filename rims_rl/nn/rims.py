@@ -246,11 +246,12 @@ class RIMs(nn.Module):
         # Step 1, input side, for all steps in one matmul each: keys (T, B, heads, key) and the
         # per-unit cell input of each head's value, U = V W_x, batch-major in memory: (T, B, kT, heads, gates).
         keys = self.input_key(x).view(seq_len, batch, self.input_heads, self.input_key_size)
-        values = self.input_value(x).view(seq_len * batch, self.input_heads, -1)
-        if self.input_heads == 1:  # all units in one matmul: (T B, value) x (value, kT gates)
+        if self.input_heads == 1:
+            # all units in one matmul, through the product of the two maps: x (W_v W_x), (T B, in) x (in, kT gates)
             w_x = self.cell_input.view(self.n_units, -1, self._gate_size).transpose(0, 1).reshape(-1, self.hidden_gates)
-            cell_in = th.mm(values.view(seq_len * batch, -1), w_x)
+            cell_in = th.mm(x.reshape(seq_len * batch, -1), th.mm(self.input_value.weight.t(), w_x))
         else:
+            values = self.input_value(x).view(seq_len * batch, self.input_heads, -1)
             cell_in = th.einsum("nhv,khvg->nkhg", values, self.cell_input).contiguous()
         cell_in = cell_in.view(seq_len, batch, self.n_units, self.input_heads, self._gate_size)
 

@@ -169,7 +169,7 @@ void forward(const Dims& D, const Fwd<T>& F) {
     const T scale = T(1) / std::sqrt(T(Kk));
     const T comm_scale = T(1) / std::sqrt(T(dk));
     std::vector<T> h(F.h0, F.h0 + U * B * d), c(F.c0, F.c0 + U * B * d), hn(U * B * d), cn(U * B * d);
-    std::vector<T> proj(B * P);
+    std::vector<T> proj(U * B * P);
     std::vector<T> null_attn(U * B);
     std::vector<uint8_t> act(U * B);
     for (int64_t t = 0; t < T_; ++t) {
@@ -188,15 +188,16 @@ void forward(const Dims& D, const Fwd<T>& F) {
             std::memcpy(F.s_h + ut * d, hu, sizeof(T) * B * d);
             std::memcpy(F.s_c + ut * d, &c[u * B * d], sizeof(T) * B * d);
             // Steps 1 + 3 read h_{t-1}: gates and input queries in one product, proj = b + h W.
+            T* proj_u = &proj[u * B * P];
             for (int64_t b = 0; b < B; ++b) {
-                T* row = &proj[b * P];
+                T* row = proj_u + b * P;
                 const T* bias = F.b_rec + u * D.Pb;
                 for (int64_t j = 0; j < D.Pb; ++j) row[j] = bias[j];
                 for (int64_t j = D.Pb; j < P; ++j) row[j] = T(0);
             }
-            gemm<T>(B, P, d, hu, d, F.w_rec + u * d * P, P, proj.data(), P, true);
+            gemm<T>(B, P, d, hu, d, F.w_rec + u * d * P, P, proj_u, P, true);
             for (int64_t b = 0; b < B; ++b) {
-                const T* row = &proj[b * P];
+                const T* row = proj_u + b * P;
                 T* attn = F.s_attn + (ut + b) * H;
                 std::memcpy(F.s_queries + (ut + b) * H * Kk, row + G, sizeof(T) * H * Kk);
                 // Step 1: attention over [null; x]; the null key is 0, so P(input) = sigmoid(q.k / sqrt(Kk)).
@@ -211,7 +212,27 @@ void forward(const Dims& D, const Fwd<T>& F) {
                     mean += attn[hh];
                 }
                 null_attn[u * B + b] = T(1) - mean / T(H);
-                // Step 3: LSTM cell on the attended input, z = proj + sum_h attn_h * U_h.
+            }
+        }
+        // Step 2: the kA units with the least attention on the null row are active (ties: lower unit first).
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t u = 0; u < U; ++u) {
+                int64_t rank = 0;
+                const T mine = null_attn[u * B + b];
+                for (int64_t v = 0; v < U; ++v) {
+                    const T other = null_attn[v * B + b];
+                    rank += (other < mine) || (other == mine && v < u);
+                }
+                act[u * B + b] = D.kA >= U || rank < D.kA;
+            }
+        // Step 3: LSTM cell of the active units on the attended input, z = proj + sum_h attn_h * U_h. The gate
+        // buffers of inactive units are left unwritten: the backward never reads them.
+        for (int64_t u = 0; u < U; ++u) {
+            const int64_t ut = (u * T_ + t) * B;
+            for (int64_t b = 0; b < B; ++b) {
+                if (!act[u * B + b]) continue;
+                const T* row = &proj[(u * B + b) * P];
+                const T* attn = F.s_attn + (ut + b) * H;
                 const T* ci = F.cell_in + ((t * B + b) * U + u) * H * G;
                 T* gates = F.s_gates + (ut + b) * G;
                 for (int64_t j = 0; j < G; ++j) gates[j] = row[j];
@@ -236,17 +257,6 @@ void forward(const Dims& D, const Fwd<T>& F) {
                 }
             }
         }
-        // Step 2: the kA units with the least attention on the null row are active (ties: lower unit first).
-        for (int64_t b = 0; b < B; ++b)
-            for (int64_t u = 0; u < U; ++u) {
-                int64_t rank = 0;
-                const T mine = null_attn[u * B + b];
-                for (int64_t v = 0; v < U; ++v) {
-                    const T other = null_attn[v * B + b];
-                    rank += (other < mine) || (other == mine && v < u);
-                }
-                act[u * B + b] = D.kA >= U || rank < D.kA;
-            }
         // Step 4: communication. Every unit's post-update state (inactive: old state) is read; the residual
         // is added to active units only.
         if (D.comm) {  // written straight into the saved buffers, which the backward reads
@@ -266,6 +276,10 @@ void forward(const Dims& D, const Fwd<T>& F) {
                     T* rd = F.s_read + ((uq * T_ + t) * B + b) * R;
                     std::memset(rd, 0, sizeof(T) * R);
                     T* probs = F.s_probs + ((uq * T_ + t) * B + b) * U * CH;  // (uk, heads)
+                    if (!act[uq * B + b]) {  // an inactive unit's residual is not used: it reads nothing
+                        std::memset(probs, 0, sizeof(T) * U * CH);
+                        continue;
+                    }
                     for (int64_t hh = 0; hh < CH; ++hh) {
                         const T* q = qrow + hh * dk;
                         T mx = -INFINITY;
@@ -394,6 +408,7 @@ void backward(const Dims& D, const Bwd<T>& F) {
                 for (int64_t b = 0; b < B; ++b) {
                     const T* qrow = F.s_qkv + ((uq * T_ + t) * B + b) * Q;
                     const T* probs = F.s_probs + ((uq * T_ + t) * B + b) * U * CH;
+                    if (!act[uq * B + b]) continue;  // its residual is unused: no gradient reaches q, k, v from it
                     const T* dr = &d_read[(uq * B + b) * R];
                     T* dq = F.d_qkv + ((uq * T_ + t) * B + b) * Q;
                     for (int64_t hh = 0; hh < CH; ++hh) {
@@ -459,8 +474,10 @@ void backward(const Dims& D, const Bwd<T>& F) {
                         dp[3 * d + j] = dhn[j] * tc[j] * og * (T(1) - og);
                         dcu[j] = dcn * fg;
                     }
-                } else {
-                    std::memset(dp, 0, sizeof(T) * G);  // dc passes to c_{t-1} unchanged
+                } else {  // dc passes to c_{t-1} unchanged; nothing reaches the gates, queries or cell input
+                    std::memset(dp, 0, sizeof(T) * P);
+                    std::memset(F.d_cell_in + ((t * B + b) * U + u) * H * G, 0, sizeof(T) * H * G);
+                    continue;
                 }
                 // input attention: z = proj + sum_h attn_h U_h, attn_h = sigmoid(q_h . k_h * scale)
                 const T* attn = F.s_attn + (ut + b) * H;
