@@ -259,7 +259,7 @@ def test_queries_have_no_bias_by_default_and_query_bias_keeps_the_earlier_parame
     biased_copy.load_state_dict(biased.state_dict())
     x = th.randn(5, 2, IN)
     assert th.equal(biased_copy(x)[0], biased(x)[0])
-    with pytest.raises(RuntimeError, match="recurrent.bias"):
+    with pytest.raises(RuntimeError, match=r"recurrent\.bias"):
         paper.load_state_dict(biased.state_dict())
 
 
