@@ -85,7 +85,8 @@ inline T tanh_(T x) {
 // C (M x N) = [C +] A (M x K) B (K x N); leading dimensions lda, ldb, ldc. A register-tiled kernel in GCC
 // vector extensions: MR rows x NV vectors of C stay in registers over the whole K loop.
 template <typename T, int MR, int NV>
-inline void gemm_tile(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+inline void gemm_tile(int64_t K, const T* A, int64_t lda, int64_t inca, const T* B, int64_t ldb, T* C, int64_t ldc,
+                      bool accumulate) {
     typedef T V __attribute__((vector_size(64)));
     constexpr int L = 64 / sizeof(T);
     V acc[MR][NV];
@@ -95,7 +96,7 @@ inline void gemm_tile(int64_t K, const T* A, int64_t lda, const T* B, int64_t ld
         V b[NV];
         for (int j = 0; j < NV; ++j) std::memcpy(&b[j], B + k * ldb + j * L, sizeof(V));
         for (int r = 0; r < MR; ++r) {
-            const T a = A[r * lda + k];
+            const T a = A[r * lda + k * inca];
             for (int j = 0; j < NV; ++j) acc[r][j] += a * b[j];
         }
     }
@@ -112,32 +113,37 @@ inline void gemm_tile(int64_t K, const T* A, int64_t lda, const T* B, int64_t ld
 }
 
 template <typename T, int NV>
-inline void gemm_cols(int64_t M, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
-                      bool accumulate) {
+inline void gemm_cols(int64_t M, int64_t K, const T* A, int64_t lda, int64_t inca, const T* B, int64_t ldb, T* C,
+                      int64_t ldc, bool accumulate) {
     int64_t m = 0;
-    for (; m + 4 <= M; m += 4) gemm_tile<T, 4, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate);
+    for (; m + 4 <= M; m += 4) gemm_tile<T, 4, NV>(K, A + m * lda, lda, inca, B, ldb, C + m * ldc, ldc, accumulate);
     switch (M - m) {
-        case 3: gemm_tile<T, 3, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate); break;
-        case 2: gemm_tile<T, 2, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate); break;
-        case 1: gemm_tile<T, 1, NV>(K, A + m * lda, lda, B, ldb, C + m * ldc, ldc, accumulate); break;
+        case 3: gemm_tile<T, 3, NV>(K, A + m * lda, lda, inca, B, ldb, C + m * ldc, ldc, accumulate); break;
+        case 2: gemm_tile<T, 2, NV>(K, A + m * lda, lda, inca, B, ldb, C + m * ldc, ldc, accumulate); break;
+        case 1: gemm_tile<T, 1, NV>(K, A + m * lda, lda, inca, B, ldb, C + m * ldc, ldc, accumulate); break;
         default: break;
     }
 }
 
+// C (M x N) = [C +] A (M x K) B (K x N), A[m, k] at A[m * lda + k * inca] (inca = 1: row-major; lda = 1: A is
+// stored transposed, as for weight gradients X^T dY).
 template <typename T>
 void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
-          bool accumulate) {
+          bool accumulate, int64_t inca = 1) {
     constexpr int64_t L = 64 / sizeof(T);
+    if (!accumulate && K == 0) {
+        for (int64_t m = 0; m < M; ++m) std::memset(C + m * ldc, 0, sizeof(T) * N);
+        return;
+    }
     int64_t n = 0;
-    for (; n + 2 * L <= N; n += 2 * L) gemm_cols<T, 2>(M, K, A, lda, B + n, ldb, C + n, ldc, accumulate);
-    for (; n + L <= N; n += L) gemm_cols<T, 1>(M, K, A, lda, B + n, ldb, C + n, ldc, accumulate);
+    for (; n + 2 * L <= N; n += 2 * L) gemm_cols<T, 2>(M, K, A, lda, inca, B + n, ldb, C + n, ldc, accumulate);
+    for (; n + L <= N; n += L) gemm_cols<T, 1>(M, K, A, lda, inca, B + n, ldb, C + n, ldc, accumulate);
     if (n == N) return;
     for (int64_t m = 0; m < M; ++m) {  // the last N % L columns
         T* c = C + m * ldc;
-        const T* a = A + m * lda;
         for (int64_t j = n; j < N; ++j) {
             T s = accumulate ? c[j] : T(0);
-            for (int64_t k = 0; k < K; ++k) s += a[k] * B[k * ldb + j];
+            for (int64_t k = 0; k < K; ++k) s += A[m * lda + k * inca] * B[k * ldb + j];
             c[j] = s;
         }
     }
@@ -345,11 +351,14 @@ template <typename T>
 struct Bwd {
     const T *d_out, *d_cn, *keys, *cell_in, *wt_rec, *wt_qkv, *wt_out;  // wt_*: weights transposed, (U, out, in)
     const uint8_t *starts, *active;
-    const T *s_h, *s_c, *s_gates, *s_tanh_c, *s_attn, *s_queries, *s_qkv, *s_probs, *s_out;
+    const T *s_h, *s_c, *s_gates, *s_tanh_c, *s_attn, *s_queries, *s_comm_in, *s_qkv, *s_probs, *s_read, *s_out;
     T *d_keys, *d_cell_in, *dh0, *dc0;
-    T *d_proj, *d_qkv, *d_o;  // (U, T, B, .): the weights' gradients are formed from these outside the loop
+    T *g_rec, *g_brec, *g_qkv, *g_out, *g_bout;  // weight gradients, shaped as the weights
 };
 
+// Backward through time. Only active units' rows carry gradient into their cell, input attention, and
+// communication output, so those products run over the active rows alone, gathered per unit; weight gradients
+// accumulate step by step while the step's tensors are in cache.
 template <typename T>
 void backward(const Dims& D, const Bwd<T>& F) {
     const int64_t T_ = D.T, B = D.B, U = D.U, d = D.d, H = D.H, Kk = D.Kk, G = D.G(), P = D.P(), Q = D.Q(),
@@ -357,9 +366,18 @@ void backward(const Dims& D, const Bwd<T>& F) {
     const T scale = T(1) / std::sqrt(T(Kk));
     const T comm_scale = T(1) / std::sqrt(T(dk));
     std::vector<T> dh(U * B * d, T(0)), dc(F.d_cn, F.d_cn + U * B * d);
-    std::vector<T> dh_new(U * B * d), d_read(U * B * R), d_comm_in(U * B * d);
+    std::vector<T> dh_new(U * B * d), d_read(U * B * R), d_comm_in(B * d), d_qkv(U * B * Q);
+    std::vector<T> dp(B * P), h_rows(B * d), dh_rows(B * d), do_rows(B * O), read_rows(B * R), dread_rows(B * R);
     std::vector<T> d_probs(U);
+    std::vector<int64_t> rows(B);
     std::memset(F.d_keys, 0, sizeof(T) * T_ * B * H * Kk);
+    std::memset(F.g_rec, 0, sizeof(T) * U * d * P);
+    std::memset(F.g_brec, 0, sizeof(T) * U * D.Pb);
+    if (D.comm) {
+        std::memset(F.g_qkv, 0, sizeof(T) * U * d * Q);
+        std::memset(F.g_out, 0, sizeof(T) * U * R * O);
+        std::memset(F.g_bout, 0, sizeof(T) * U * O);
+    }
     for (int64_t t = T_ - 1; t >= 0; --t) {
         for (int64_t b = 0; b < B; ++b)
             for (int64_t u = 0; u < U; ++u) {
@@ -369,7 +387,7 @@ void backward(const Dims& D, const Bwd<T>& F) {
                 for (int64_t j = 0; j < d; ++j) dst[j] += g[j];
             }
         const uint8_t* act = F.active + t * U * B;
-        // h_out = where(active, h_new + residual, h); c_out = where(active, c_new, c)
+        // h_out = where(active, h_new + residual, h): active rows move to dh_new, dh keeps what passes to h_{t-1}
         for (int64_t u = 0; u < U; ++u)
             for (int64_t b = 0; b < B; ++b) {
                 const int64_t i = (u * B + b) * d;
@@ -380,14 +398,15 @@ void backward(const Dims& D, const Bwd<T>& F) {
                     std::memset(&dh_new[i], 0, sizeof(T) * d);
                 }
             }
-        // now dh holds the part that passes to h_{t-1} unchanged; dc is split per unit below
         if (D.comm) {
+            // residual = out (plain) or sigmoid(gate) * tanh(value); out = b + read W_out, on active rows
             for (int64_t u = 0; u < U; ++u) {
                 const int64_t ut = (u * T_ + t) * B;
-                T* dou = F.d_o + ut * O;
+                int64_t n = 0;
                 for (int64_t b = 0; b < B; ++b) {
+                    if (!act[u * B + b]) continue;
                     const T* g = &dh_new[(u * B + b) * d];
-                    T* dor = dou + b * O;
+                    T* dor = &do_rows[n * O];
                     if (D.gated) {
                         const T* o = F.s_out + (ut + b) * O;
 #pragma omp simd
@@ -399,24 +418,31 @@ void backward(const Dims& D, const Bwd<T>& F) {
                     } else {
                         std::memcpy(dor, g, sizeof(T) * d);
                     }
+                    std::memcpy(&read_rows[n * R], F.s_read + (ut + b) * R, sizeof(T) * R);
+                    rows[n++] = b;
                 }
-                gemm<T>(B, R, O, dou, O, F.wt_out + u * O * R, R, &d_read[u * B * R], R, false);
+                gemm<T>(n, R, O, do_rows.data(), O, F.wt_out + u * O * R, R, dread_rows.data(), R, false);
+                gemm<T>(R, O, n, read_rows.data(), 1, do_rows.data(), O, F.g_out + u * R * O, O, true, R);
+                for (int64_t k = 0; k < n; ++k) {
+                    T* gb = F.g_bout + u * O;
+#pragma omp simd
+                    for (int64_t j = 0; j < O; ++j) gb[j] += do_rows[k * O + j];
+                    std::memcpy(&d_read[(u * B + rows[k]) * R], &dread_rows[k * R], sizeof(T) * R);
+                }
             }
-            for (int64_t uq = 0; uq < U; ++uq)
-                for (int64_t b = 0; b < B; ++b) std::memset(F.d_qkv + ((uq * T_ + t) * B + b) * Q, 0, sizeof(T) * Q);
+            std::memset(d_qkv.data(), 0, sizeof(T) * U * B * Q);
             for (int64_t uq = 0; uq < U; ++uq)
                 for (int64_t b = 0; b < B; ++b) {
+                    if (!act[uq * B + b]) continue;  // its residual is unused: no gradient reaches q, k, v from it
                     const T* qrow = F.s_qkv + ((uq * T_ + t) * B + b) * Q;
                     const T* probs = F.s_probs + ((uq * T_ + t) * B + b) * U * CH;
-                    if (!act[uq * B + b]) continue;  // its residual is unused: no gradient reaches q, k, v from it
                     const T* dr = &d_read[(uq * B + b) * R];
-                    T* dq = F.d_qkv + ((uq * T_ + t) * B + b) * Q;
+                    T* dq = &d_qkv[(uq * B + b) * Q];
                     for (int64_t hh = 0; hh < CH; ++hh) {
                         T dot = T(0);
                         for (int64_t uk = 0; uk < U; ++uk) {
-                            const T* krow = F.s_qkv + ((uk * T_ + t) * B + b) * Q;
-                            const T* v = krow + 2 * CH * dk + hh * dv;
-                            T* dv_ = F.d_qkv + ((uk * T_ + t) * B + b) * Q + 2 * CH * dk + hh * dv;
+                            const T* v = F.s_qkv + ((uk * T_ + t) * B + b) * Q + 2 * CH * dk + hh * dv;
+                            T* dv_ = &d_qkv[(uk * B + b) * Q + 2 * CH * dk + hh * dv];
                             const T p = probs[uk * CH + hh];
                             T s = T(0);
 #pragma omp simd reduction(+ : s)
@@ -429,9 +455,8 @@ void backward(const Dims& D, const Bwd<T>& F) {
                         }
                         for (int64_t uk = 0; uk < U; ++uk) {
                             const T ds = probs[uk * CH + hh] * (d_probs[uk] - dot) * comm_scale;
-                            const T* krow = F.s_qkv + ((uk * T_ + t) * B + b) * Q;
-                            T* dk_ = F.d_qkv + ((uk * T_ + t) * B + b) * Q + CH * dk + hh * dk;
-                            const T* k = krow + CH * dk + hh * dk;
+                            const T* k = F.s_qkv + ((uk * T_ + t) * B + b) * Q + CH * dk + hh * dk;
+                            T* dk_ = &d_qkv[(uk * B + b) * Q + CH * dk + hh * dk];
                             const T* q = qrow + hh * dk;
 #pragma omp simd
                             for (int64_t j = 0; j < dk; ++j) {
@@ -443,41 +468,42 @@ void backward(const Dims& D, const Bwd<T>& F) {
                 }
             for (int64_t u = 0; u < U; ++u) {
                 const int64_t ut = (u * T_ + t) * B;
-                gemm<T>(B, d, Q, F.d_qkv + ut * Q, Q, F.wt_qkv + u * Q * d, d, &d_comm_in[u * B * d], d, false);
+                // qkv = comm_in W_qkv, every unit's rows (inactive units' keys and values are read too)
+                gemm<T>(B, d, Q, &d_qkv[u * B * Q], Q, F.wt_qkv + u * Q * d, d, d_comm_in.data(), d, false);
+                gemm<T>(d, Q, B, F.s_comm_in + ut * d, 1, &d_qkv[u * B * Q], Q, F.g_qkv + u * d * Q, Q, true, d);
                 // comm_in = where(active, h_new, h): its gradient goes to h_new or to h_{t-1}
                 for (int64_t b = 0; b < B; ++b) {
                     const int64_t i = (u * B + b) * d;
                     T* dst = act[u * B + b] ? &dh_new[i] : &dh[i];
 #pragma omp simd
-                    for (int64_t j = 0; j < d; ++j) dst[j] += d_comm_in[i + j];
+                    for (int64_t j = 0; j < d; ++j) dst[j] += d_comm_in[b * d + j];
                 }
             }
         }
         for (int64_t u = 0; u < U; ++u) {
             const int64_t ut = (u * T_ + t) * B;
+            int64_t n = 0;
             for (int64_t b = 0; b < B; ++b) {
                 const int64_t i = (u * B + b) * d;
-                T* dp = F.d_proj + (ut + b) * P;
+                if (!act[u * B + b]) {  // dc passes to c_{t-1} unchanged; nothing reaches gates, queries, cell input
+                    std::memset(F.d_cell_in + ((t * B + b) * U + u) * H * G, 0, sizeof(T) * H * G);
+                    continue;
+                }
+                T* dpr = &dp[n * P];
                 const T* gates = F.s_gates + (ut + b) * G;
                 const T* tc = F.s_tanh_c + (ut + b) * d;
                 const T* c = F.s_c + (ut + b) * d;
                 T* dcu = &dc[i];
                 const T* dhn = &dh_new[i];
-                if (act[u * B + b]) {
 #pragma omp simd
-                    for (int64_t j = 0; j < d; ++j) {
-                        const T ig = gates[j], fg = gates[d + j], gg = gates[2 * d + j], og = gates[3 * d + j];
-                        const T dcn = dcu[j] + dhn[j] * og * (T(1) - tc[j] * tc[j]);
-                        dp[j] = dcn * gg * ig * (T(1) - ig);
-                        dp[d + j] = dcn * c[j] * fg * (T(1) - fg);
-                        dp[2 * d + j] = dcn * ig * (T(1) - gg * gg);
-                        dp[3 * d + j] = dhn[j] * tc[j] * og * (T(1) - og);
-                        dcu[j] = dcn * fg;
-                    }
-                } else {  // dc passes to c_{t-1} unchanged; nothing reaches the gates, queries or cell input
-                    std::memset(dp, 0, sizeof(T) * P);
-                    std::memset(F.d_cell_in + ((t * B + b) * U + u) * H * G, 0, sizeof(T) * H * G);
-                    continue;
+                for (int64_t j = 0; j < d; ++j) {
+                    const T ig = gates[j], fg = gates[d + j], gg = gates[2 * d + j], og = gates[3 * d + j];
+                    const T dcn = dcu[j] + dhn[j] * og * (T(1) - tc[j] * tc[j]);
+                    dpr[j] = dcn * gg * ig * (T(1) - ig);
+                    dpr[d + j] = dcn * c[j] * fg * (T(1) - fg);
+                    dpr[2 * d + j] = dcn * ig * (T(1) - gg * gg);
+                    dpr[3 * d + j] = dhn[j] * tc[j] * og * (T(1) - og);
+                    dcu[j] = dcn * fg;
                 }
                 // input attention: z = proj + sum_h attn_h U_h, attn_h = sigmoid(q_h . k_h * scale)
                 const T* attn = F.s_attn + (ut + b) * H;
@@ -490,19 +516,30 @@ void backward(const Dims& D, const Bwd<T>& F) {
                     T da = T(0);
 #pragma omp simd reduction(+ : da)
                     for (int64_t j = 0; j < G; ++j) {
-                        dci[hh * G + j] = attn[hh] * dp[j];
-                        da += dp[j] * ci[hh * G + j];
+                        dci[hh * G + j] = attn[hh] * dpr[j];
+                        da += dpr[j] * ci[hh * G + j];
                     }
                     const T dl = da * attn[hh] * (T(1) - attn[hh]) * scale;
 #pragma omp simd
                     for (int64_t j = 0; j < Kk; ++j) {
                         dkeys[hh * Kk + j] += dl * q[hh * Kk + j];
-                        dp[G + hh * Kk + j] = dl * keys[hh * Kk + j];
+                        dpr[G + hh * Kk + j] = dl * keys[hh * Kk + j];
                     }
                 }
+                std::memcpy(&h_rows[n * d], F.s_h + (ut + b) * d, sizeof(T) * d);
+                rows[n++] = b;
             }
-            // h_{t-1} gets d_proj W_rec^T
-            gemm<T>(B, d, P, F.d_proj + ut * P, P, F.wt_rec + u * P * d, d, &dh[u * B * d], d, true);
+            // proj = b + h W_rec on the active rows: h_{t-1} gets d_proj W_rec^T; W_rec gets h^T d_proj
+            gemm<T>(n, d, P, dp.data(), P, F.wt_rec + u * P * d, d, dh_rows.data(), d, false);
+            gemm<T>(d, P, n, h_rows.data(), 1, dp.data(), P, F.g_rec + u * d * P, P, true, d);
+            for (int64_t k = 0; k < n; ++k) {
+                T* gb = F.g_brec + u * D.Pb;
+#pragma omp simd
+                for (int64_t j = 0; j < D.Pb; ++j) gb[j] += dp[k * P + j];
+                T* dst = &dh[(u * B + rows[k]) * d];
+#pragma omp simd
+                for (int64_t j = 0; j < d; ++j) dst[j] += dh_rows[k * d + j];
+            }
         }
         if (F.starts)
             for (int64_t b = 0; b < B; ++b)
@@ -544,9 +581,10 @@ void backward_entry(const int64_t* dims, void* const* p) {
     for (auto ptr : in) *ptr = static_cast<const T*>(p[i++]);
     F.starts = static_cast<const uint8_t*>(p[i++]);
     F.active = static_cast<const uint8_t*>(p[i++]);
-    const T** saved[] = {&F.s_h, &F.s_c, &F.s_gates, &F.s_tanh_c, &F.s_attn, &F.s_queries, &F.s_qkv, &F.s_probs, &F.s_out};
+    const T** saved[] = {&F.s_h,       &F.s_c,   &F.s_gates, &F.s_tanh_c, &F.s_attn, &F.s_queries,
+                         &F.s_comm_in, &F.s_qkv, &F.s_probs, &F.s_read,   &F.s_out};
     for (auto ptr : saved) *ptr = static_cast<const T*>(p[i++]);
-    T** out[] = {&F.d_keys, &F.d_cell_in, &F.dh0, &F.dc0, &F.d_proj, &F.d_qkv, &F.d_o};
+    T** out[] = {&F.d_keys, &F.d_cell_in, &F.dh0, &F.dc0, &F.g_rec, &F.g_brec, &F.g_qkv, &F.g_out, &F.g_bout};
     for (auto ptr : out) *ptr = static_cast<T*>(p[i++]);
     backward<T>(dims_from(dims), F);
 }
@@ -554,7 +592,7 @@ void backward_entry(const int64_t* dims, void* const* p) {
 }  // namespace
 
 extern "C" {
-int rims_kernel_version() { return 1; }
+int rims_kernel_version() { return 2; }
 void rims_forward_f32(const int64_t* dims, void* const* ptrs) { forward_entry<float>(dims, ptrs); }
 void rims_forward_f64(const int64_t* dims, void* const* ptrs) { forward_entry<double>(dims, ptrs); }
 void rims_backward_f32(const int64_t* dims, void* const* ptrs) { backward_entry<float>(dims, ptrs); }

@@ -6,8 +6,7 @@ of the source, the compiler and this CPU, so later processes only load it. Witho
 ``RIMS_RL_NATIVE=0``, ``RIMs`` keeps to its PyTorch paths (one notice line on stderr when a compiler is missing).
 
 The forward runs the whole sequence in one call and saves what the backward needs; the backward walks the sequence
-in reverse in one call and returns the per-step gradients of every projection's output, from which each weight
-gradient is one batched matmul over all steps, here in PyTorch. Covered: CPU tensors, float32 or float64, the
+in reverse in one call and accumulates every weight gradient on the way. Covered: CPU tensors, float32 or float64, the
 configurations of ``rims_fused.py``. Shapes are unit-major as in ``rims.py``: kT units, B envs, unit size d.
 """
 
@@ -248,9 +247,8 @@ class _NativeSequence(th.autograd.Function):
         lib, core, starts = ctx.lib, ctx.core, ctx.starts
         keys, cell_in, active, *rest = ctx.saved_tensors
         params, saved = rest[: ctx.n_params], rest[ctx.n_params :]
-        s_h, s_c, s_gates, s_tanh_c, s_attn, s_queries, s_comm_in, s_qkv, s_probs, s_read, s_out = saved
-        dims = _layout(core, keys, s_h[:, 0])
-        n_units, n_steps, batch, d = s_h.shape
+        dims = _layout(core, keys, saved[0][:, 0])
+        n_units, n_steps, batch, d = saved[0].shape
         new = keys.new_empty
         d_out = th.zeros(n_steps, batch, n_units * d, dtype=keys.dtype) if d_out is None else d_out.contiguous()
         d_c_n = th.zeros(n_units, batch, d, dtype=keys.dtype) if d_c_n is None else d_c_n.contiguous()
@@ -259,19 +257,11 @@ class _NativeSequence(th.autograd.Function):
         d_keys = new(keys.shape)
         d_cell_in = new(cell_in.shape)
         dh0, dc0 = new(n_units, batch, d), new(n_units, batch, d)
-        d_proj = new(n_units, n_steps, batch, params[0].shape[-1])
-        d_qkv, d_o = new(s_qkv.shape), new(s_out.shape)
-        ptrs = [d_out, d_c_n, keys.contiguous(), cell_in.contiguous(), *wt, starts, active]
-        ptrs += [s_h, s_c, s_gates, s_tanh_c, s_attn, s_queries, s_qkv, s_probs, s_out]
-        ptrs += [d_keys, d_cell_in, dh0, dc0, d_proj, d_qkv, d_o]
+        grads = [new(p.shape) for p in params]  # the kernel accumulates the weight gradients over all steps
+        grads += [None] * (5 - len(grads))  # type: ignore[list-item]
+        ptrs = [d_out, d_c_n, keys.contiguous(), cell_in.contiguous(), *wt, starts, active, *saved]
+        ptrs += [d_keys, d_cell_in, dh0, dc0, *grads]
         fn = lib.rims_backward_f64 if keys.dtype == th.float64 else lib.rims_backward_f32
         fn(_dims(dims), _ptrs(ptrs))
-        # Every weight gradient: one batched matmul over all steps, (kT, in, T B) x (kT, T B, out).
-        rows = n_steps * batch
-        grads = [th.bmm(s_h.view(n_units, rows, d).transpose(1, 2), d_proj.view(n_units, rows, -1))]
-        grads.append(d_proj.view(n_units, rows, -1)[..., : params[1].shape[-1]].sum(1, keepdim=True))
-        if core.communication:
-            grads.append(th.bmm(s_comm_in.view(n_units, rows, d).transpose(1, 2), d_qkv.view(n_units, rows, -1)))
-            grads.append(th.bmm(s_read.view(n_units, rows, -1).transpose(1, 2), d_o.view(n_units, rows, -1)))
-            grads.append(d_o.view(n_units, rows, -1).sum(1, keepdim=True))
+        grads = grads[: len(params)]
         return (None, None, None, d_keys, d_cell_in, dh0, dc0, *grads)
