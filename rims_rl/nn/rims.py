@@ -107,7 +107,8 @@ class RIMs(nn.Module):
         kernel built on first use and cached; 3-5x faster at small sizes). Falls back to the PyTorch fused path
         on other devices, without a compiler, or with the environment variable ``RIMS_RL_NATIVE=0``.
     :param query_bias: give the input-attention queries a bias. The paper's queries are ``q = h W^q``
-        (section 2.2, no bias): False. True reproduces the cores saved before this option (same parameters).
+        (section 2.2, no bias): False. True reproduces the cores saved before this option (same parameters);
+        loading such a core's state dict turns it on.
     """
 
     num_layers = 1
@@ -277,6 +278,16 @@ class RIMs(nn.Module):
             actives.append(active)
 
         return self._finish(th.stack(outputs), c, th.stack(actives), c0)
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """A state dict saved with the query bias (every core saved before ``query_bias`` existed) turns it on."""
+        saved = state_dict.get(prefix + "recurrent.bias")
+        bias = self.recurrent.bias
+        full = self.recurrent.out_features
+        if not self.query_bias and saved is not None and bias is not None and saved.shape[-1] == full != bias.shape[-1]:
+            bias.data = bias.new_empty(saved.shape)  # same Parameter object: an optimizer holding it stays valid
+            self.query_bias = True
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def uses_fused(self) -> bool:
         """Whether forward takes the hand-written whole-sequence path (see ``fused``)."""
