@@ -248,9 +248,14 @@ class RIMs(nn.Module):
         # per-unit cell input of each head's value, U = V W_x, batch-major in memory: (T, B, kT, heads, gates).
         keys = self.input_key(x).view(seq_len, batch, self.input_heads, self.input_key_size)
         if self.input_heads == 1:
-            # all units in one matmul, through the product of the two maps: x (W_v W_x), (T B, in) x (in, kT gates)
+            # all units in one matmul, (T B, value) x (value, kT gates); for long inputs through the product of the
+            # two maps, x (W_v W_x), when that costs fewer multiply-adds than forming the values first
             w_x = self.cell_input.view(self.n_units, -1, self._gate_size).transpose(0, 1).reshape(-1, self.hidden_gates)
-            cell_in = th.mm(x.reshape(seq_len * batch, -1), th.mm(self.input_value.weight.t(), w_x))
+            rows, n_values, n_in = seq_len * batch, w_x.shape[0], self.input_size
+            if rows * n_values * (n_in + self.hidden_gates) > n_in * self.hidden_gates * (n_values + rows):
+                cell_in = th.mm(x.reshape(rows, -1), th.mm(self.input_value.weight.t(), w_x))
+            else:
+                cell_in = th.mm(self.input_value(x).view(rows, -1), w_x)
         else:
             values = self.input_value(x).view(seq_len * batch, self.input_heads, -1)
             cell_in = th.einsum("nhv,khvg->nkhg", values, self.cell_input).contiguous()
