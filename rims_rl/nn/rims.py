@@ -1,6 +1,8 @@
 """Recurrent Independent Mechanisms (Goyal et al., ICLR 2021) as a drop-in for ``nn.LSTM``.
 
-Pure PyTorch: no SB3 or gymnasium imports. Section numbers refer to arXiv 1909.10893 v6.
+No SB3 or gymnasium imports. Section numbers refer to arXiv 1909.10893 v6. On CPU, whole sequences run through a
+compiled time loop (``rims_native.py``, built on first use) where it is available, else through the PyTorch
+whole-sequence path (``rims_fused.py``); both equal the autograd step below up to float rounding.
 
 One step, for kT units of size d_h (paper §2.2-2.4):
   1. input attention over X = [0; x_t] (a null row, then the input);

@@ -6,7 +6,8 @@ backward needs; the backward walks the sequence in reverse computing only the gr
 through time, and forms every weight gradient once, as one batched matmul over all steps.
 
 Covered: the LSTM cell, ``selection="null"``, communication on or off with a plain or gated residual, any
-number of input heads, no dropout. ``RIMs`` uses the autograd step for everything else. The results equal
+number of input heads, no dropout. ``RIMs`` uses the autograd step for everything else, and the compiled
+kernel of ``rims_native.py`` instead of this path on CPU where that kernel is available (same results). The results equal
 the autograd path up to float rounding (tests/test_rims_fused.py checks values and gradients in float64).
 
 Shapes are unit-major as in ``rims.py``: kT units, B envs, unit size d.
