@@ -245,8 +245,8 @@ def test_an_episode_start_clears_a_nan_or_inf_state(make):
     assert th.isnan(out[:, 2]).any(), "an env without a start keeps its state"
 
 
-def test_queries_have_no_bias_by_default_and_query_bias_keeps_the_earlier_parameters():
-    paper, biased = small_rims(), small_rims(query_bias=True)
+def test_query_bias_false_is_the_papers_form_and_the_default_keeps_the_earlier_parameters():
+    paper, biased = small_rims(query_bias=False), small_rims()
     gates = 4 * D
     assert paper.recurrent.bias.shape == (UNITS, 1, gates), "the bias covers the gates only: q = h W^q (section 2.2)"
     assert biased.recurrent.bias.shape == (UNITS, 1, gates + 8), "query_bias=True: one bias over gates and queries"
@@ -255,7 +255,7 @@ def test_queries_have_no_bias_by_default_and_query_bias_keeps_the_earlier_parame
         n: p.shape for n, p in paper.named_parameters() if n != "recurrent.bias"
     }
     # the earlier cores (saved with the query bias) load into query_bias=True and act identically
-    biased_copy = small_rims(query_bias=True)
+    biased_copy = small_rims()
     biased_copy.load_state_dict(biased.state_dict())
     x = th.randn(5, 2, IN)
     assert th.equal(biased_copy(x)[0], biased(x)[0])
@@ -269,6 +269,10 @@ def test_queries_have_no_bias_by_default_and_query_bias_keeps_the_earlier_parame
 
 
 def test_without_query_bias_a_zero_state_ties_all_units_and_the_lowest_ones_win():
-    for core in (small_rims(), small_rims(native=False), small_rims(fused=False)):
+    for core in (
+        small_rims(query_bias=False),
+        small_rims(query_bias=False, native=False),
+        small_rims(query_bias=False, fused=False),
+    ):
         core(th.randn(1, 3, IN))
         assert th.equal(core.last_active[0], th.tensor([[True] * K + [False] * (UNITS - K)] * 3))
