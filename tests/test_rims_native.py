@@ -85,6 +85,7 @@ def test_a_failing_build_falls_back_with_the_compiler_message(fresh_loader, monk
         pytest.skip("no C++ compiler")
     assert rims_native.load() is None
     assert "building the kernel failed" in rims_native.unavailable_reason()
+    assert "error" in rims_native.unavailable_reason(), "the compiler's first error line is quoted"
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 

@@ -30,6 +30,7 @@ SOURCE = Path(__file__).with_name("rims_kernel.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC")
 DISABLE_ENV = "RIMS_RL_NATIVE"
 MAX_UNITS = 64  # the kernel's bound on n_units (a stack buffer per softmax)
+BUILD_TIMEOUT_S = 300
 
 _state: dict[str, Any] = {"lib": None, "tried": False, "reason": ""}
 
@@ -75,9 +76,14 @@ def _build(compiler: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, check=False)
+        try:
+            cmd = [compiler, *FLAGS, str(SOURCE), "-o", tmp]
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"the compiler took more than {BUILD_TIMEOUT_S} s") from None
         if result.returncode != 0:
-            raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "compiler failed")
+            lines = result.stderr.strip().splitlines() or ["the compiler failed without a message"]
+            raise RuntimeError(next((line for line in lines if "error" in line), lines[-1]))
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
