@@ -35,7 +35,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 # Agents: name -> description. Flags for lstm/rims: "_sp" wraps the features extractor in
 # the policy's skip_padding=True (default); "_t<L>" trains with sequences truncated to L steps (rims_rl.algos.RecurrentPPO);
-# "_ag" (rims only) runs the RIMs core's autograd step instead of its fused whole-sequence path (RIMs(fused=False)).
+# "_ag" (rims only) runs the RIMs core's autograd step instead of its fused whole-sequence path (RIMs(fused=False));
+# "_pt" (rims only) runs the fused path in PyTorch instead of the compiled kernel (RIMs(native=False)).
 AGENTS = {
     "stock": "sb3-contrib RecurrentPPO, stock Cnn/MlpLstmPolicy (shared LSTM)",
     "stockdef": "sb3-contrib RecurrentPPO, stock Cnn/MlpLstmPolicy, default arrangement (separate actor and critic LSTMs)",
@@ -46,7 +47,8 @@ AGENTS = {
 DEFAULT_AGENTS = ["stock", "stockdef", "ppo", "lstm_sp", "rims_sp", "rims_sp_ag"]
 SETTINGS = ("atari", "gridworld")
 
-# Shared PPO hyperparameters (paper's Atari setup, App. D.8; agents/*.yml for the gridworld).
+# Shared PPO hyperparameters: the paper's Atari setup (App. D.8); for the gridworld, the comparison's own
+# (agents/rims_ppo.yml and agents/lstm_ppo.yml, section "minigrid": the two differ only in the core).
 _ATARI_PPO = dict(
     n_steps=128,
     batch_size=256,
@@ -59,35 +61,60 @@ _ATARI_PPO = dict(
     gamma=0.99,
     gae_lambda=0.95,
 )
-PPO_KWARGS = {"atari": _ATARI_PPO, "gridworld": dict(_ATARI_PPO, learning_rate=5e-4, clip_range=0.2)}
-
-# Same recurrent state size for every recurrent agent of a setting.
-CORE_CONFIG = {
-    "atari": dict(hidden=510, rims=dict(n_units=6, k_active=5, unit_size=85)),
-    "gridworld": dict(hidden=128, rims=dict(n_units=4, k_active=2, unit_size=32)),
-}
-N_ENVS = 8
 GRID_ID = "MiniGrid-RimsPickup-Train-v0"
+
+
+def _grid_config(algo: str = "rims_ppo") -> Any:
+    """:return: the gridworld comparison's AgentConfig (agents/<algo>.yml, section minigrid)."""
+    sys.path.insert(0, str(ROOT))  # this checkout's rims_rl, not another one installed in the interpreter
+    from rims_rl.config import load_agent_config
+
+    return load_agent_config(algo, GRID_ID)[0]
+
+
+def ppo_kwargs(setting: str) -> dict[str, Any]:
+    """:return: the PPO hyperparameters shared by every agent of a setting."""
+    if setting == "atari":
+        return dict(_ATARI_PPO)
+    kwargs = _grid_config().ppo_kwargs()
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def n_envs(setting: str) -> int:
+    """:return: the number of envs of a setting (Atari 8; gridworld as in agents/*.yml)."""
+    return 8 if setting == "atari" else int(_grid_config().n_envs)
+
+
+def core_config(setting: str) -> dict[str, Any]:
+    """:return: same recurrent state size for every recurrent agent of a setting: LSTM hidden and RIMs sizes."""
+    if setting == "atari":
+        return dict(hidden=510, rims=dict(n_units=6, k_active=5, unit_size=85))
+    rims = _grid_config("rims_ppo").policy_kwargs.core_kwargs
+    return dict(hidden=_grid_config("lstm_ppo").policy_kwargs.core_kwargs["hidden_size"], rims=dict(rims))
+
+
 GRID_FALLBACK_ID = "MiniGrid-DoorKey-5x5-v0"
 
 
-def _parse_agent(name: str) -> tuple[str, int | None, bool, bool]:
-    """ "rims_sp_t16" -> ("rims", 16, True, True): base agent, truncation length (or None), skip-padding extractor,
-    fused RIMs path."""
+def _parse_agent(name: str) -> tuple[str, int | None, bool, dict[str, bool]]:
+    """ "rims_sp_t16" -> ("rims", 16, True, {}): base agent, truncation length (or None), skip-padding extractor,
+    RIMs path options (``fused``, ``native``)."""
     base, *flags = name.split("_")
-    seq_len, skip, fused = None, False, True
+    seq_len, skip, path = None, False, {}
     for flag in flags:
         if flag == "sp":
             skip = True
         elif flag == "ag" and base == "rims":
-            fused = False
+            path["fused"] = False
+        elif flag == "pt" and base == "rims":
+            path["native"] = False
         elif flag.startswith("t") and flag[1:].isdigit():
             seq_len = int(flag[1:])
         else:
             raise ValueError(f"unknown agent flag {flag!r} in {name!r}")
     if base not in AGENTS or (flags and base not in ("lstm", "rims")):
         raise ValueError(f"unknown agent {name!r}")
-    return base, seq_len, skip, fused
+    return base, seq_len, skip, path
 
 
 # --------------------------------------------------------------------------------------------------- child side
@@ -102,7 +129,7 @@ def _make_env(setting: str, agent: str, seed: int) -> tuple[Any, str]:
         gym.register_envs(ale_py)
         env = make_atari_env(
             "ALE/Breakout-v5",
-            n_envs=N_ENVS,
+            n_envs=n_envs(setting),
             seed=seed,
             vec_env_cls=DummyVecEnv,
             env_kwargs=dict(frameskip=1, repeat_action_probability=0.25),
@@ -121,7 +148,8 @@ def _make_env(setting: str, agent: str, seed: int) -> tuple[Any, str]:
         from minigrid.wrappers import ImgObsWrapper
 
         env_id, wrapper = GRID_FALLBACK_ID, ImgObsWrapper
-    return make_vec_env(env_id, n_envs=N_ENVS, seed=seed, vec_env_cls=DummyVecEnv, wrapper_class=wrapper), env_id
+    env = make_vec_env(env_id, n_envs=n_envs(setting), seed=seed, vec_env_cls=DummyVecEnv, wrapper_class=wrapper)
+    return env, env_id
 
 
 def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
@@ -133,15 +161,17 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
     from rims_rl.algos import RecurrentPPO as TruncatedRecurrentPPO
     from rims_rl.torch_layers import MiniGridCNN
 
-    base, seq_len, skip, fused = _parse_agent(agent)
-    kwargs = dict(PPO_KWARGS[setting], seed=seed, verbose=0, device="cpu")
-    hidden = CORE_CONFIG[setting]["hidden"]
+    base, seq_len, skip, path = _parse_agent(agent)
+    kwargs = dict(ppo_kwargs(setting), seed=seed, verbose=0, device="cpu")
+    cores = core_config(setting)
+    hidden = cores["hidden"]
     if setting == "atari":
         extractor: dict[str, Any] = {}
         net_arch: list[int] = []
     else:
-        extractor = dict(features_extractor_class=MiniGridCNN, features_extractor_kwargs=dict(features_dim=128))
-        net_arch = [64]
+        grid = _grid_config().policy_kwargs
+        extractor = dict(features_extractor_class=MiniGridCNN, features_extractor_kwargs=dict(grid.features_extractor_kwargs))
+        net_arch = list(grid.net_arch)
     if base == "ppo":
         return PPO(
             "CnnPolicy" if setting == "atari" else "MlpPolicy", env, policy_kwargs=dict(extractor, net_arch=net_arch), **kwargs
@@ -153,7 +183,7 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
             policy_kwargs.update(shared_lstm=True, enable_critic_lstm=False)
         return RecurrentPPO(policy, env, policy_kwargs=policy_kwargs, **kwargs)
     policy_cls = rims_rl.CnnRimsPolicy if setting == "atari" else rims_rl.MlpRimsPolicy
-    core_kwargs = dict(hidden_size=hidden) if base == "lstm" else dict(CORE_CONFIG[setting]["rims"], fused=fused)
+    core_kwargs = dict(hidden_size=hidden) if base == "lstm" else dict(cores["rims"], **path)
     policy_kwargs = dict(extractor, net_arch=net_arch, core=base, core_kwargs=core_kwargs)
     # "_sp": the policy's skip_padding (the extractor runs once for all of sb3-contrib's all-zero padding rows)
     policy_kwargs["skip_padding"] = skip
@@ -182,9 +212,9 @@ def run_child(setting: str, agent: str, steps: int, seed: int, threads: int, pro
 
         prof = cProfile.Profile()
         prof.enable()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     model.learn(total_timesteps=steps)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     if profile:
         prof.disable()
         prof.dump_stats(profile)
@@ -197,6 +227,8 @@ def run_child(setting: str, agent: str, steps: int, seed: int, threads: int, pro
         steps=model.num_timesteps,
         wall_s=wall,
         steps_per_s=model.num_timesteps / wall,
+        cpu_s=cpu,
+        steps_per_cpu_s=model.num_timesteps / cpu,  # CPU time: what time-slicing on a shared machine does not inflate
         rss_model_mib=rss_model,
         peak_rss_mib=peak,
     )
@@ -213,7 +245,7 @@ def acting_latency(threads: int, iters: int, rounds: int = 5) -> dict[str, Any]:
     th.set_num_threads(threads)
     th.manual_seed(0)
     feat = 512
-    cfg = CORE_CONFIG["atari"]
+    cfg = core_config("atari")
     rims = RIMs(feat, **cfg["rims"]).eval()
     lstm = nn.LSTM(feat, cfg["hidden"]).eval()
     x = th.randn(1, 1, feat)
@@ -283,7 +315,9 @@ def _spawn(setting: str, agent: str, steps: int, seed: int, threads: int) -> dic
         "--threads",
         str(threads),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    # the child imports this checkout's rims_rl, whatever else the interpreter has installed
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{setting}/{agent} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -302,13 +336,14 @@ def summarise(runs: list[dict[str, Any]], agents: list[str]) -> dict[str, dict[s
                 per_agent[agent] = dict(
                     steps_per_s=statistics.median(r["steps_per_s"] for r in mine),
                     all_steps_per_s=[round(r["steps_per_s"], 1) for r in mine],
+                    steps_per_cpu_s=statistics.median(r.get("steps_per_cpu_s", float("nan")) for r in mine),
                     peak_rss_mib=max(r["peak_rss_mib"] for r in mine),
                     rss_model_mib=max(r["rss_model_mib"] for r in mine),
                     env_id=mine[0]["env_id"],
                 )
         # Ratios from the same rounds: median over rounds of (agent / baseline) in that round.
         for agent, row in per_agent.items():
-            for base in ("stock", "ppo"):
+            for base in ("stock", "ppo", "lstm_sp"):
                 pairs = [
                     a["steps_per_s"] / b["steps_per_s"]
                     for a in rows
@@ -317,28 +352,38 @@ def summarise(runs: list[dict[str, Any]], agents: list[str]) -> dict[str, dict[s
                     if b["agent"] == base and b["round"] == a["round"]
                 ]
                 row[f"x_{base}"] = statistics.median(pairs) if pairs else None
+            pairs = [
+                a["steps_per_cpu_s"] / b["steps_per_cpu_s"]
+                for a in rows
+                if a["agent"] == agent and "steps_per_cpu_s" in a
+                for b in rows
+                if b["agent"] == "lstm_sp" and b["round"] == a["round"] and "steps_per_cpu_s" in b
+            ]
+            row["x_lstm_sp_cpu"] = statistics.median(pairs) if pairs else None
         table[setting] = per_agent
     return table
 
 
 def markdown(table: dict[str, dict[str, Any]], latency: dict[str, Any] | None, info: dict[str, Any], args: Any) -> str:
     lines = [
-        f"Steps per setting: {args.steps:,} ({N_ENVS} envs x DummyVecEnv, n_steps 128, batch 256, 4 epochs); "
-        f"rounds: {args.rounds}; torch {info['torch']} ({info['device']}, {info['torch_threads']} threads), "
-        f"SB3 {info['sb3']}, sb3-contrib {info['sb3_contrib']}, {info['cpu_count']} CPUs, {info['date']}.",
-        "Atari cores: RIMs n_units 6, k_active 5, unit_size 85 (hidden 510); LSTMs hidden 510; shared core/features.",
-        "Gridworld cores: RIMs n_units 4, k_active 2, unit_size 32 (hidden 128); LSTMs hidden 128; MiniGridCNN.",
+        f"Steps per setting: {args.steps:,} (DummyVecEnv); rounds: {args.rounds}; torch {info['torch']} "
+        f"({info['device']}, {info['torch_threads']} threads), SB3 {info['sb3']}, sb3-contrib {info['sb3_contrib']}, "
+        f"{info['cpu_count']} CPUs, {info['date']}.",
+        "Atari: 8 envs, n_steps 128, batch 256, 4 epochs; RIMs n_units 6, k_active 5, unit_size 85 (hidden 510); "
+        "LSTMs hidden 510; shared core/features.",
+        "Gridworld: agents/*.yml minigrid (16 envs, n_steps 128, batch 256, 4 epochs, MiniGridCNN features 128 with "
+        "cell_channels 32, net_arch [64]); RIMs n_units 4, k_active 2, unit_size 32 (hidden 128); LSTMs hidden 128.",
         "",
-        "| setting | agent | steps/s (median) | per round | x stock | x PPO | peak RSS MiB | RSS before learn MiB |",
-        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| setting | agent | steps/s (median) | per round | x stock | x PPO | x lstm_sp | steps per CPU s | x lstm_sp (CPU) "
+        "| peak RSS MiB | RSS before MiB |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for setting, rows in table.items():
         for agent, r in rows.items():
-            xs = f"{r['x_stock']:.2f}" if r.get("x_stock") else "-"
-            xp = f"{r['x_ppo']:.2f}" if r.get("x_ppo") else "-"
+            xs, xp, xl, xc = (f"{r[k]:.2f}" if r.get(k) else "-" for k in ("x_stock", "x_ppo", "x_lstm_sp", "x_lstm_sp_cpu"))
             lines.append(
                 f"| {setting} ({r['env_id']}) | {agent} | {r['steps_per_s']:.1f} | {r['all_steps_per_s']} | {xs} | {xp} | "
-                f"{r['peak_rss_mib']:.0f} | {r['rss_model_mib']:.0f} |"
+                f"{xl} | {r['steps_per_cpu_s']:.1f} | {xc} | {r['peak_rss_mib']:.0f} | {r['rss_model_mib']:.0f} |"
             )
     lines.append("")
     lines.append(
@@ -347,7 +392,8 @@ def markdown(table: dict[str, dict[str, Any]], latency: dict[str, Any] | None, i
         + "; `_sp` = the policy's skip_padding=True, its default (no extractor work on sb3-contrib's "
         "padding; same losses and gradients); `_t<L>` = rims_rl.algos.RecurrentPPO with training sequences "
         "truncated to L steps from stored states (changes learning dynamics); `_ag` = the RIMs core's autograd "
-        "step (`RIMs(fused=False)`) instead of its fused whole-sequence forward/backward (same results)."
+        "step (`RIMs(fused=False)`) instead of its fused whole-sequence forward/backward (same results); `_pt` = "
+        "the fused path in PyTorch (`RIMs(native=False)`) instead of the compiled kernel (same results)."
     )
     if latency:
         lines += [
@@ -369,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         default=DEFAULT_AGENTS,
         help="stock stockdef ppo lstm rims; flags for lstm/rims: _sp (skip_padding on; off without it), _t<L> (truncated "
-        "sequences); for rims: _ag (autograd step instead of the fused path)",
+        "sequences); for rims: _ag (autograd step instead of the fused path), _pt (fused path in PyTorch, no kernel)",
     )
     parser.add_argument(
         "--threads",

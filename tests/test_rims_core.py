@@ -214,3 +214,65 @@ def test_core_has_no_sb3_or_gym_imports():
                 assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
                 if name.startswith("rims_rl"):
                     assert name.startswith("rims_rl.nn"), f"{path.name} imports {name} from outside the core"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: small_rims(),  # the fused path (compiled where available)
+        lambda: small_rims(native=False),  # the fused PyTorch path
+        lambda: small_rims(fused=False),  # the autograd step
+        lambda: small_rims(cell="gru"),
+        lambda: LSTMCore(IN, 12),
+        lambda: GRUCore(IN, 12),
+    ],
+    ids=["rims", "rims-torch", "rims-autograd", "rims-gru", "lstm", "gru"],
+)
+def test_an_episode_start_clears_a_nan_or_inf_state(make):
+    core = make()
+    batch, steps = 3, 4
+    x = th.randn(steps, batch, IN)
+    h, c = random_state(batch, core.hidden_size)
+    h[0, 0, 0], c[0, 0, 1], h[0, 2, 3] = float("nan"), float("inf"), float("nan")
+    starts = th.zeros(steps, batch)
+    starts[0, 0] = 1.0  # env 0 starts; env 2 keeps its NaN
+    out, (h_n, c_n) = core(x, (h, c), starts)
+    fresh, (h_fresh, _) = core(x[:, :1], None)
+    assert th.isfinite(out[:, 0]).all() and th.isfinite(h_n[:, 0]).all()
+    has_cell_state = not isinstance(core, GRUCore) and getattr(core, "cell", "lstm") == "lstm"
+    assert th.isfinite(c_n[:, 0]).all() or not has_cell_state, "a GRU hands its unused second tensor back as given"
+    assert th.allclose(out[:, :1], fresh, atol=1e-6) and th.allclose(h_n[:, :1], h_fresh, atol=1e-6)
+    assert th.isnan(out[:, 2]).any(), "an env without a start keeps its state"
+
+
+def test_query_bias_false_is_the_papers_form_and_the_default_keeps_the_earlier_parameters():
+    paper, biased = small_rims(query_bias=False), small_rims()
+    gates = 4 * D
+    assert paper.recurrent.bias.shape == (UNITS, 1, gates), "the bias covers the gates only: q = h W^q (section 2.2)"
+    assert biased.recurrent.bias.shape == (UNITS, 1, gates + 8), "query_bias=True: one bias over gates and queries"
+    assert list(paper.state_dict()) == list(biased.state_dict())
+    assert {n: p.shape for n, p in biased.named_parameters() if n != "recurrent.bias"} == {
+        n: p.shape for n, p in paper.named_parameters() if n != "recurrent.bias"
+    }
+    # the earlier cores (saved with the query bias) load into query_bias=True and act identically
+    biased_copy = small_rims()
+    biased_copy.load_state_dict(biased.state_dict())
+    x = th.randn(5, 2, IN)
+    assert th.equal(biased_copy(x)[0], biased(x)[0])
+    # a core built without the query bias becomes the saved one on loading, and an optimizer built before stays valid
+    optimizer = th.optim.Adam(paper.parameters())
+    paper.load_state_dict(biased.state_dict())
+    assert paper.query_bias and paper.recurrent.bias.shape == biased.recurrent.bias.shape
+    assert th.equal(paper(x)[0], biased(x)[0])
+    paper(x)[0].sum().backward()
+    optimizer.step()
+
+
+def test_without_query_bias_a_zero_state_ties_all_units_and_the_lowest_ones_win():
+    for core in (
+        small_rims(query_bias=False),
+        small_rims(query_bias=False, native=False),
+        small_rims(query_bias=False, fused=False),
+    ):
+        core(th.randn(1, 3, IN))
+        assert th.equal(core.last_active[0], th.tensor([[True] * K + [False] * (UNITS - K)] * 3))

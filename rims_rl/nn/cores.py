@@ -67,12 +67,15 @@ class _TorchRNNCore(nn.Module):
             return out, (h, c)
         if episode_starts.shape != x.shape[:2]:
             raise ValueError(f"episode_starts must be shaped {tuple(x.shape[:2])}, got {tuple(episode_starts.shape)}")
-        keep = 1.0 - episode_starts.to(x.dtype)
-        cuts = [0, *th.nonzero(episode_starts[1:].any(dim=1)).flatten().add(1).tolist(), x.shape[0]]
+        reset = episode_starts.ne(0)
+        cuts = [0, *th.nonzero(reset[1:].any(dim=1)).flatten().add(1).tolist(), x.shape[0]]
         outputs = []
         for start, end in itertools.pairwise(cuts):
-            mask = keep[start].view(1, -1, 1)
-            out, h, c = self._run(x[start:end], h * mask, c * mask if self.has_cell_state else c)
+            # a start sets the state to 0 by assignment (multiplying by 0 would keep a NaN or inf)
+            mask = reset[start].view(1, -1, 1)
+            h = h.masked_fill(mask, 0.0)
+            c = c.masked_fill(mask, 0.0) if self.has_cell_state else c
+            out, h, c = self._run(x[start:end], h, c)
             outputs.append(out)
         return th.cat(outputs), (h, c)
 

@@ -6,7 +6,8 @@ backward needs; the backward walks the sequence in reverse computing only the gr
 through time, and forms every weight gradient once, as one batched matmul over all steps.
 
 Covered: the LSTM cell, ``selection="null"``, communication on or off with a plain or gated residual, any
-number of input heads, no dropout. ``RIMs`` uses the autograd step for everything else. The results equal
+number of input heads, no dropout. ``RIMs`` uses the autograd step for everything else, and the compiled
+kernel of ``rims_native.py`` instead of this path on CPU where that kernel is available (same results). The results equal
 the autograd path up to float rounding (tests/test_rims_fused.py checks values and gradients in float64).
 
 Shapes are unit-major as in ``rims.py``: kT units, B envs, unit size d.
@@ -46,7 +47,7 @@ def rims_sequence(
     cell_in: th.Tensor,
     h0: th.Tensor,
     c0: th.Tensor,
-    keep: th.Tensor | None,
+    reset: th.Tensor | None,
     reset_steps: set[int],
 ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
     """
@@ -56,20 +57,20 @@ def rims_sequence(
     :param cell_in: per-unit cell input of each head's value (T, kT, B, heads, 4d)
     :param h0: (kT, B, d)
     :param c0: (kT, B, d)
-    :param keep: (T, 1, B, 1) multipliers for the state at episode starts, or None
-    :param reset_steps: the steps t where some env starts (``keep[t]`` is applied there)
+    :param reset: (T, 1, B, 1) bool, True where an env starts an episode (its state is set to 0 first), or None
+    :param reset_steps: the steps t where some env starts
     :return: h at every step (T, kT, B, d), the final c (kT, B, d), the active mask (T, kT, B) bool
     """
     comm = core.communication
-    params = [core.recurrent.weight, core.recurrent.bias]
+    params = [core.recurrent.weight, core.recurrent.full_bias()]
     if comm:
         params += [core.comm_qkv.weight, core.comm_out.weight, core.comm_out.bias]
     tensors = (keys, cell_in, h0, c0, *params)
     if th.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        out, c_n, active = _RimsSequence.apply(core, keep, reset_steps, *tensors)
+        out, c_n, active = _RimsSequence.apply(core, reset, reset_steps, *tensors)
         return out, c_n, active
     with th.no_grad():
-        out, c_n, active = _forward(core, keys, cell_in, h0, c0, keep, reset_steps, params, None)
+        out, c_n, active = _forward(core, keys, cell_in, h0, c0, reset, reset_steps, params, None)
     return out, c_n, active
 
 
@@ -79,7 +80,7 @@ def _forward(
     cell_in: th.Tensor,
     h: th.Tensor,
     c: th.Tensor,
-    keep: th.Tensor | None,
+    reset: th.Tensor | None,
     reset_steps: set[int],
     params: list[th.Tensor],
     saved: _Saved | None,
@@ -94,9 +95,9 @@ def _forward(
     all_on = th.ones(n_units, batch, dtype=th.bool, device=h.device) if k_active == n_units else None
     outputs, actives = [], []
     for t, (keys_t, cell_in_t) in enumerate(zip(keys.unbind(0), cell_in.unbind(0), strict=True)):
-        if keep is not None and t in reset_steps:
-            h = h * keep[t]
-            c = c * keep[t]
+        if reset is not None and t in reset_steps:  # by assignment: no NaN or inf survives a start
+            h = h.masked_fill(reset[t], 0.0)
+            c = c.masked_fill(reset[t], 0.0)
         proj = th.baddbmm(b_rec, h, w_rec)
         queries = proj[..., gate_size:].unflatten(-1, (heads, key_size))
         attn = th.sigmoid((queries * keys_t).sum(-1) * scale)  # (kT, B, heads)
@@ -104,7 +105,7 @@ def _forward(
             active = all_on
         else:
             null_attn = 1.0 - attn.mean(-1)
-            idx = th.topk(null_attn, k_active, dim=0, largest=False).indices
+            idx = th.sort(null_attn, dim=0, stable=True).indices[:k_active]  # ties: lower unit first
             active = th.zeros(n_units, batch, dtype=th.bool, device=h.device).scatter_(0, idx, True)
         mask = active.unsqueeze(-1)
         if heads == 1:
@@ -166,11 +167,11 @@ def _communicate(core: Any, h: th.Tensor, params: list[th.Tensor], saved: _Saved
 
 class _RimsSequence(th.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, core: Any, keep: th.Tensor | None, reset_steps: set[int], *tensors: th.Tensor) -> Any:
+    def forward(ctx: Any, core: Any, reset: th.Tensor | None, reset_steps: set[int], *tensors: th.Tensor) -> Any:
         keys, cell_in, h0, c0, *params = tensors
         saved = _Saved()
-        out, c_n, active = _forward(core, keys, cell_in, h0, c0, keep, reset_steps, list(params), saved)
-        ctx.core, ctx.keep, ctx.reset_steps, ctx.saved = core, keep, reset_steps, saved
+        out, c_n, active = _forward(core, keys, cell_in, h0, c0, reset, reset_steps, list(params), saved)
+        ctx.core, ctx.reset, ctx.reset_steps, ctx.saved = core, reset, reset_steps, saved
         ctx.save_for_backward(keys, cell_in, *params)
         ctx.mark_non_differentiable(active)
         return out, c_n, active
@@ -178,7 +179,7 @@ class _RimsSequence(th.autograd.Function):
     @staticmethod
     @once_differentiable  # the hand-written backward is not itself differentiable: refuse double backward loudly
     def backward(ctx: Any, d_out: th.Tensor | None, d_c_n: th.Tensor | None, _d_active: Any) -> Any:
-        core, keep, reset_steps, saved = ctx.core, ctx.keep, ctx.reset_steps, ctx.saved
+        core, reset, reset_steps, saved = ctx.core, ctx.reset, ctx.reset_steps, ctx.saved
         keys, cell_in, *params = ctx.saved_tensors
         w_rec = params[0]
         comm = core.communication
@@ -228,13 +229,13 @@ class _RimsSequence(th.autograd.Function):
             grads[1].add_(d_p.sum(1, keepdim=True))
             dh = th.baddbmm(dh_prev, d_p, w_rec.transpose(1, 2))
             dc = dc_prev
-            if keep is not None and t in reset_steps:
-                dh = dh * keep[t]
-                dc = dc * keep[t]
+            if reset is not None and t in reset_steps:
+                dh = dh.masked_fill(reset[t], 0.0)
+                dc = dc.masked_fill(reset[t], 0.0)
 
         d_keys_t = th.stack(d_keys[::-1])
         d_cell_in_t = th.stack(d_cell_in[::-1])
-        ctx.saved = None  # free the per-step tensors
+        # ctx.saved is kept: a second backward (retain_graph=True) reads it again; it is freed with the graph
         return (None, None, None, d_keys_t, d_cell_in_t, dh, dc, *grads)
 
 
