@@ -121,8 +121,13 @@ def test_separate_critic_core_option():
 @pytest.mark.parametrize(
     ("policy_kwargs", "match"),
     [
-        (dict(lstm_hidden_size=128), "core_kwargs"),
-        (dict(shared_core=True, enable_critic_lstm=True), "shared_core=False"),
+        (dict(lstm_hidden_size=128), "contradicts lstm_hidden_size=128"),
+        (dict(shared_core=True, enable_critic_lstm=True), "unshared core"),
+        (dict(shared_core=True, share_features_extractor=False), "unshared core"),
+        (dict(shared_core=True, shared_lstm=False), "contradicts shared_lstm"),
+        (dict(n_lstm_layers=0), "n_lstm_layers"),
+        (dict(lstm_kwargs=dict(batch_first=True)), "state layout"),
+        (dict(lstm_kwargs=dict(bias=False)), "no RIMs counterpart"),
         (dict(core="transformer"), "core must be one of"),
         (dict(core_kwargs=dict(n_units=2, k_active=3)), "k_active"),
     ],
