@@ -416,22 +416,24 @@ def _resolve_core_kwargs(
     core: str, core_kwargs: dict[str, Any], lstm_hidden_size: int | None, sb3_spelling: bool
 ) -> dict[str, Any]:
     """
-    :return: ``core_kwargs`` with the state size of ``lstm_hidden_size`` (or of sb3-contrib's default 256 when
-        sb3-contrib's keywords are used and ``core_kwargs`` leave the size open)
+    :return: ``core_kwargs`` with the state size written out: that of ``lstm_hidden_size``, or of sb3-contrib's
+        default 256 when sb3-contrib's keywords are used and ``core_kwargs`` leave the size open, or else the
+        core's own (its defaults completed by ``core_kwargs``; RIMs: ``n_units``, ``unit_size``, ``k_active``)
     """
     size_keys = ("n_units", "unit_size") if core == "rims" else ("hidden_size",)
     hidden = lstm_hidden_size
     if hidden is None and sb3_spelling and not any(k in core_kwargs for k in size_keys):
         hidden = SB3_CONTRIB_DEFAULTS["lstm_hidden_size"]
+    chosen = hidden is not None
     if hidden is None:
-        return core_kwargs
+        hidden = int(make_core(core, 1, **core_kwargs).hidden_size)  # type: ignore[arg-type]
     if core != "rims":
         _check_positive_int("lstm_hidden_size", hidden)
         if core_kwargs.get("hidden_size", hidden) != hidden:
             raise ValueError(f"core_kwargs hidden_size={core_kwargs['hidden_size']} contradicts lstm_hidden_size={hidden}")
         return {**core_kwargs, "hidden_size": hidden}
     layout = rims_layout(hidden, core_kwargs)
-    if "n_units" not in core_kwargs:
+    if chosen and "n_units" not in core_kwargs:
         message = "lstm_hidden_size=%d: RIMs layout n_units=%d x unit_size=%d, k_active=%s"
         args = (hidden, layout["n_units"], layout["unit_size"], layout.get("k_active"))
         if layout["n_units"] != DEFAULT_N_UNITS:  # the default unit count does not divide the size
