@@ -287,3 +287,14 @@ def test_constructor_parameters_rebuild_the_same_policy(policy_kwargs):
     assert rebuilt._get_constructor_parameters() == data
     assert rebuilt.value_loss_trains_core == policy.value_loss_trains_core and rebuilt.shared_lstm == policy.shared_lstm
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in policy.state_dict().items()}
+
+
+@pytest.mark.parametrize(("saver", "loader"), [(RecurrentPPO, SB3ContribRecurrentPPO), (SB3ContribRecurrentPPO, RecurrentPPO)])
+def test_models_load_across_rims_rl_and_sb3_contrib_recurrent_ppo(saver, loader, tmp_path):
+    model = saver(MlpRimsPolicy, _env("box"), n_steps=8, batch_size=8, device="cpu", policy_kwargs=dict(lstm_hidden_size=8))
+    inputs, expected = _record(model, _env("box"))
+    model.save(tmp_path / "m.zip")
+    loaded = loader.load(tmp_path / "m.zip", device="cpu")
+    assert type(loaded) is loader and loaded.policy.core_kwargs == model.policy.core_kwargs
+    for got, ref in zip(_replay(loaded, inputs), expected, strict=True):
+        assert all(np.array_equal(g, r) for g, r in zip(got, ref, strict=True))
