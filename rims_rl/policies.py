@@ -252,24 +252,16 @@ class RimsRecurrentPolicy(RecurrentActorCriticPolicy):
         lstm_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        sb3_given = {
-            name: value
-            for name, value in dict(
-                lstm_hidden_size=lstm_hidden_size,
-                n_lstm_layers=n_lstm_layers,
-                shared_lstm=shared_lstm,
-                enable_critic_lstm=enable_critic_lstm,
-                lstm_kwargs=lstm_kwargs,
-            ).items()
-            if value is not None
-        }
+        sb3_spelling = any(
+            v is not None for v in (lstm_hidden_size, n_lstm_layers, shared_lstm, enable_critic_lstm, lstm_kwargs)
+        )
         shared, critic_core, self.value_loss_trains_core = _critic_layout(
-            shared_core, shared_lstm, enable_critic_lstm, bool(sb3_given), kwargs.get("share_features_extractor", True)
+            shared_core, shared_lstm, enable_critic_lstm, sb3_spelling, kwargs.get("share_features_extractor", True)
         )
         n_layers = 1 if n_lstm_layers is None else n_lstm_layers
         _check_positive_int("n_lstm_layers", n_layers)
         self.core_name = core
-        self.core_kwargs = _resolve_core_kwargs(core, dict(core_kwargs or {}), lstm_hidden_size, bool(sb3_given))
+        self.core_kwargs = _resolve_core_kwargs(core, dict(core_kwargs or {}), lstm_hidden_size, sb3_spelling)
         self.shared_core = shared
         self.skip_padding = skip_padding
         self.n_lstm_layers = n_layers
