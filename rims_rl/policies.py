@@ -266,8 +266,7 @@ class RimsRecurrentPolicy(RecurrentActorCriticPolicy):
         self.skip_padding = skip_padding
         self.n_lstm_layers = n_layers
         rnn_kwargs = _check_lstm_kwargs(core, dict(lstm_kwargs or {}))
-        # Validate the core options and learn its state size before the heads are built.
-        hidden_size = int(build_core(core, 1, 1, self.core_kwargs, {}).hidden_size)  # type: ignore[arg-type]
+        hidden_size = _state_size(core, self.core_kwargs)  # validates the core options before the heads are built
         super().__init__(
             observation_space,
             action_space,
@@ -418,7 +417,7 @@ def _resolve_core_kwargs(
         hidden = SB3_CONTRIB_DEFAULTS["lstm_hidden_size"]
     chosen = hidden is not None
     if hidden is None:
-        hidden = int(make_core(core, 1, **core_kwargs).hidden_size)  # type: ignore[arg-type]
+        hidden = _state_size(core, core_kwargs)
     if core != "rims":
         _check_positive_int("lstm_hidden_size", hidden)
         if core_kwargs.get("hidden_size", hidden) != hidden:
@@ -433,6 +432,12 @@ def _resolve_core_kwargs(
         else:
             logger.info(message, *args)
     return layout
+
+
+def _state_size(core: str, core_kwargs: dict[str, Any]) -> int:
+    """:return: the state size of a core built from ``core_kwargs`` (built to validate them; the RNG is left as it was)."""
+    with th.random.fork_rng(devices=[]):
+        return int(make_core(core, 1, **core_kwargs).hidden_size)  # type: ignore[arg-type]
 
 
 def _check_lstm_kwargs(core: str, lstm_kwargs: dict[str, Any]) -> dict[str, Any]:
