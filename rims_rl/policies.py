@@ -266,7 +266,9 @@ class RimsRecurrentPolicy(RecurrentActorCriticPolicy):
         self.skip_padding = skip_padding
         self.n_lstm_layers = n_layers
         rnn_kwargs = _check_lstm_kwargs(core, dict(lstm_kwargs or {}))
-        hidden_size = _state_size(core, self.core_kwargs)  # validates the core options before the heads are built
+        # Validate the core options and learn the state size before the heads are built (this draws one core's
+        # initial weights from the RNG, as the policy always has: seeded runs keep their initial weights).
+        hidden_size = int(make_core(core, 1, **self.core_kwargs).hidden_size)  # type: ignore[arg-type]
         super().__init__(
             observation_space,
             action_space,
@@ -435,7 +437,7 @@ def _resolve_core_kwargs(
 
 
 def _state_size(core: str, core_kwargs: dict[str, Any]) -> int:
-    """:return: the state size of a core built from ``core_kwargs`` (built to validate them; the RNG is left as it was)."""
+    """:return: the state size of a core built from ``core_kwargs`` (the RNG is left as it was)."""
     with th.random.fork_rng(devices=[]):
         return int(make_core(core, 1, **core_kwargs).hidden_size)  # type: ignore[arg-type]
 
