@@ -4,6 +4,7 @@ Importing the package registers its gymnasium environments.
 """
 
 from rims_rl import envs as envs  # registers the gymnasium ids
+from rims_rl.algos import RecurrentPPO
 from rims_rl.nn import GRUCore, LSTMCore, RIMs, make_core
 from rims_rl.policies import CnnRimsPolicy, MlpRimsPolicy, MultiInputRimsPolicy, RimsRecurrentPolicy
 from rims_rl.torch_layers import MiniGridCNN
@@ -18,6 +19,7 @@ __all__ = [
     "MlpRimsPolicy",
     "MultiInputRimsPolicy",
     "RIMs",
+    "RecurrentPPO",
     "RimsRecurrentPolicy",
     "__version__",
     "make_core",

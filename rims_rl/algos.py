@@ -1,24 +1,28 @@
-"""rims_rl's RecurrentPPO: sb3-contrib's, with an optional cap on the training sequence length.
+"""rims_rl's RecurrentPPO: sb3-contrib's, with the RIMs policy names and an optional cap on the training sequence length.
 
 Only the rollout buffer changes (see :mod:`rims_rl.buffers`); ``seq_len=None`` is exactly sb3-contrib's algorithm.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO as _SB3ContribRecurrentPPO
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
+from stable_baselines3.common.policies import BasePolicy
 
 from rims_rl.buffers import TruncatedRecurrentDictRolloutBuffer, TruncatedRecurrentRolloutBuffer
+from rims_rl.policies import CnnRimsPolicy, MlpRimsPolicy, MultiInputRimsPolicy, RimsRecurrentPolicy
 
 __all__ = ["RecurrentPPO"]
 
 
 class RecurrentPPO(_SB3ContribRecurrentPPO):
     """
-    :class:`sb3_contrib.RecurrentPPO` whose training sequences are at most ``seq_len`` steps long.
+    :class:`sb3_contrib.RecurrentPPO` that also knows the policies ``"MlpRimsPolicy"``, ``"CnnRimsPolicy"`` and
+    ``"MultiInputRimsPolicy"`` by name (beside sb3-contrib's ``"MlpLstmPolicy"``, ...) and whose training sequences
+    are at most ``seq_len`` steps long.
 
     A sequence longer than ``seq_len`` is cut into pieces of ``seq_len`` steps counted from its own start; one
     that fits (an episode of at most ``seq_len`` steps) is not cut. Each piece starts from the recurrent state
@@ -32,6 +36,13 @@ class RecurrentPPO(_SB3ContribRecurrentPPO):
     :param kwargs: keyword arguments of :class:`sb3_contrib.RecurrentPPO`
     """
 
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        **_SB3ContribRecurrentPPO.policy_aliases,
+        "MlpRimsPolicy": MlpRimsPolicy,
+        "CnnRimsPolicy": CnnRimsPolicy,
+        "MultiInputRimsPolicy": MultiInputRimsPolicy,
+    }
+
     def __init__(self, *args: Any, seq_len: int | None = None, **kwargs: Any) -> None:
         if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
             raise ValueError(f"seq_len must be a positive integer or None, got {seq_len!r}")
@@ -40,6 +51,8 @@ class RecurrentPPO(_SB3ContribRecurrentPPO):
 
     def _setup_model(self) -> None:
         super()._setup_model()
+        if isinstance(self.policy, RimsRecurrentPolicy):  # save the core layout chosen for lstm_hidden_size
+            self.policy_kwargs = {**self.policy_kwargs, **self.policy.core_policy_kwargs()}
         old = self.rollout_buffer
         assert isinstance(old, RecurrentRolloutBuffer | RecurrentDictRolloutBuffer)
         buffer_cls = (

@@ -110,3 +110,17 @@ def test_seq_len_is_validated_and_saved(tmp_path):
     model.save(tmp_path / "m.zip")
     loaded = RecurrentPPO.load(tmp_path / "m.zip", env=env, device="cpu")
     assert loaded.seq_len == 4 and loaded.rollout_buffer.seq_len == 4
+
+
+def test_skip_padding_on_one_dimensional_discrete_observations():
+    """Discrete observations reach the extractor as (batch,) integers during rollouts (the padding check used to crash)."""
+    policies = []
+    for skip in (True, False):
+        th.manual_seed(0)
+        policies.append(MlpRimsPolicy(spaces.Discrete(5), spaces.Discrete(2), lambda _: 1e-3, skip_padding=skip,
+                                      core="rims", core_kwargs=SMALL_RIMS))  # fmt: skip
+    skipping, plain = policies
+    obs = th.tensor([0, 3, 0, 1, 0, 4])
+    features = skipping.extract_features(obs)
+    assert features.shape == (6, 5) and th.equal(features, plain.extract_features(obs))
+    assert th.equal(features[0], features[2]) and features[0, 0] == 1.0  # one-hot of state 0 for each zero row
