@@ -36,6 +36,7 @@ def _split_kwargs(split: str, overrides: dict[str, Any]) -> dict[str, Any] | Non
 
 def _success(agent: Any, setting: str, split: str, n: int, n_envs: int, deterministic: bool, kw: dict | None) -> dict:
     env = make_eval_vec_env(setting, split, n_envs=n_envs, env_kwargs=kw)
+    th.manual_seed(0)  # sampled actions: the same draws on every call
     episodes = run_episodes(agent, env, n, deterministic=deterministic)
     env.close()
     returns = episodes.returns

@@ -9,8 +9,8 @@ the target and 2 known distractors are keys/balls in red, green or blue (:data:`
 layouts with the target in the first view are mostly rejected. Held-out splits change one factor each:
 
 - ``known``: the training distribution, restricted to layouts that training can never produce;
-- ``more-distractors``: 4 more known distractors;
-- ``novel-distractors``: 4 more distractors of kinds/colours never seen in training (:data:`NOVEL_OBJECTS`);
+- ``more-distractors``: 8 more known distractors;
+- ``novel-distractors``: 8 more distractors of kinds/colours never seen in training (:data:`NOVEL_OBJECTS`);
 - ``novel-kinds`` / ``novel-colours``: the same with only the novel kind (boxes) / only novel colours;
 - ``larger-room``: an 8x8 room.
 
@@ -76,7 +76,7 @@ _V1_BASE: dict[str, Any] = dict(
     size=8, n_obstacles=0, n_distractors=2, obstacles=TRAIN_OBSTACLES, objects=TRAIN_OBJECTS, first_view_keep=0.25
 )
 #: Number of distractors the v1 test splits add to the training's 2 (known or novel ones).
-N_ADDED_DISTRACTORS = 4
+N_ADDED_DISTRACTORS = 8
 
 #: Keyword arguments of :class:`RimsPickupEnv` for each v1 split (the default setting ``gridworld-pickup``).
 #: Each held-out split changes one factor of ``train``.
