@@ -208,11 +208,11 @@ def test_gridworld_setting_split(tmp_path):
         model = RecurrentPPO(MlpRimsPolicy, env, n_steps=16, batch_size=16, device="cpu", policy_kwargs=policy_kwargs)
         paths.append(tmp_path / f"{core}.zip")
         save_model(model, paths[-1])
-    argv = ["--rims", str(paths[0]), "--lstm", str(paths[1]), "--splits", "novel-obstacles", "-n", "2"]
+    argv = ["--rims", str(paths[0]), "--lstm", str(paths[1]), "--splits", "novel-distractors", "-n", "2"]
     assert main([*argv, "--n-bootstrap", "100", "-o", str(tmp_path / "eval"), "-q"]) == 0
     (out,) = list((tmp_path / "eval").iterdir())
     data = json.loads((out / "results.json").read_text())
-    assert data["comparison"]["envs"][0]["env"] == "novel-obstacles"
+    assert data["comparison"]["envs"][0]["env"] == "novel-distractors"
     assert data["comparison"]["envs"][0]["s_ref"] == 1.0
     assert (out / "splits.png").is_file()
 

@@ -2,8 +2,11 @@
 
 Importing this package registers the gymnasium ids:
 
-- ``MiniGrid-RimsPickup-Train-v0``, ``-Known-v0``, ``-NovelObstacles-v0``, ``-NovelLayout-v0``
-  (observation ``Box(0, 10, (7, 7, 5), uint8)``, see :class:`TargetImageObs`);
+- ``MiniGrid-RimsPickup-<Split>-v1`` for every split of :data:`PICKUP_V1_SPLITS` (``Train``, ``Known``,
+  ``MoreDistractors``, ``NovelDistractors``, ``NovelKinds``, ``NovelColours``, ``LargerRoom``; setting
+  ``gridworld-pickup``) and the first version's ``-Train-v0``, ``-Known-v0``, ``-NovelObstacles-v0``,
+  ``-NovelLayout-v0`` (setting ``gridworld-pickup-v0``); observation ``Box(0, 10, (7, 7, 5), uint8)``,
+  see :class:`TargetImageObs`;
 - ``RimsCueRecall-v0`` (the memory task of :mod:`rims_rl.envs.memory`);
 - ``RimsMinAtar/<Game>-v0`` for the five MinAtar games (when the ``minatar`` package is installed; see
   :mod:`rims_rl.envs.minatar`).
@@ -28,8 +31,11 @@ from rims_rl.envs.atari import (
     wrap_atari,
 )
 from rims_rl.envs.gridworld import (
+    NOVEL_OBJECTS,
     NOVEL_OBSTACLES,
     PICKUP_SPLITS,
+    PICKUP_V1_SPLITS,
+    TRAIN_OBJECTS,
     TRAIN_OBSTACLES,
     RimsPickupEnv,
     TargetImageObs,
@@ -39,22 +45,25 @@ from rims_rl.envs.minatar import MINATAR_GAMES, MinAtarEnv, minatar_id, register
 from rims_rl.envs.settings import DEFAULT_SETTING, EnvEntry, Setting, list_settings, load_setting
 from rims_rl.envs.vec import UnknownEnvError, make_env, make_eval_vec_env, make_vec_env, resolve
 
-#: Registered gridworld ids, by split.
-PICKUP_IDS: dict[str, str] = {
-    "train": "MiniGrid-RimsPickup-Train-v0",
-    "known": "MiniGrid-RimsPickup-Known-v0",
-    "novel-obstacles": "MiniGrid-RimsPickup-NovelObstacles-v0",
-    "novel-layout": "MiniGrid-RimsPickup-NovelLayout-v0",
-}
+def _pickup_id(split: str, version: int) -> str:
+    return "MiniGrid-RimsPickup-" + "".join(part.capitalize() for part in split.split("-")) + f"-v{version}"
+
+
+#: Registered gridworld ids of the default setting ``gridworld-pickup`` (v1), by split.
+PICKUP_IDS: dict[str, str] = {split: _pickup_id(split, 1) for split in PICKUP_V1_SPLITS}
+#: Registered ids of the first version (setting ``gridworld-pickup-v0``; the zoo's first agents were trained on it).
+PICKUP_IDS_V0: dict[str, str] = {split: _pickup_id(split, 0) for split in PICKUP_SPLITS}
 CUE_RECALL_ID = "RimsCueRecall-v0"
 
 
 def _register() -> list[str]:
     ids = []
-    for split, env_id in PICKUP_IDS.items():
-        if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point="rims_rl.envs.gridworld:make_pickup_env", kwargs={"split": split})
-        ids.append(env_id)
+    for version, pickup_ids in ((0, PICKUP_IDS_V0), (1, PICKUP_IDS)):
+        for split, env_id in pickup_ids.items():
+            if env_id not in gym.registry:
+                kwargs = {"split": split, "version": version}
+                gym.register(id=env_id, entry_point="rims_rl.envs.gridworld:make_pickup_env", kwargs=kwargs)
+            ids.append(env_id)
     if importlib.util.find_spec("rims_rl.envs.memory") is not None:
         from rims_rl.envs import memory as memory  # the lead's memory task
 
@@ -72,10 +81,14 @@ __all__ = [
     "CUE_RECALL_ID",
     "DEFAULT_SETTING",
     "MINATAR_GAMES",
+    "NOVEL_OBJECTS",
     "NOVEL_OBSTACLES",
     "PICKUP_IDS",
+    "PICKUP_IDS_V0",
     "PICKUP_SPLITS",
+    "PICKUP_V1_SPLITS",
     "REGISTERED_IDS",
+    "TRAIN_OBJECTS",
     "TRAIN_OBSTACLES",
     "TRANSFER_SOURCES",
     "TRANSFER_TARGETS",
