@@ -19,7 +19,7 @@ from rims_rl.evaluation.checkpoints import load_model
 from rims_rl.sweep import load_sweep, main, run_folder, trial_state
 
 REPO = Path(__file__).resolve().parent.parent
-GRID_ENV = "MiniGrid-RimsPickup-Train-v0"
+GRID_ENV = "MiniGrid-RimsPickup-Train-v1"  # the gridworld-pickup setting's training env
 
 
 def _write(path: Path, data: dict) -> Path:
