@@ -42,6 +42,19 @@ def test_atari_defaults_follow_the_paper() -> None:
     assert rims_rest == lstm_rest
 
 
+@pytest.mark.parametrize(
+    "env_id", ["ALE/Pong-v5", "MiniGrid-RimsPickup-Train-v1", "RimsMinAtar/Breakout-v0", "RimsCueRecall-v0", "CartPole-v1"]
+)
+def test_only_the_core_differs_between_the_two_agent_files(env_id: str) -> None:
+    """Every section of agents/rims_ppo.yml and agents/lstm_ppo.yml is identical apart from core_kwargs."""
+    rims, rims_section = load_agent_config("rims_ppo", env_id)
+    lstm, lstm_section = load_agent_config("lstm_ppo", env_id)
+    assert rims_section == lstm_section
+    rims_rest, lstm_rest = rims.to_dict(), lstm.to_dict()
+    assert rims_rest["policy_kwargs"].pop("core_kwargs") != lstm_rest["policy_kwargs"].pop("core_kwargs")
+    assert rims_rest == lstm_rest
+
+
 def test_linear_schedule_without_eval() -> None:
     schedule = parse_schedule("lin_2.5e-4")
     assert isinstance(schedule, LinearSchedule)
