@@ -14,22 +14,15 @@ Importing this package registers the gymnasium ids:
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 
 import gymnasium as gym
 
-from rims_rl.envs.atari import (
-    TRANSFER_SOURCES,
-    TRANSFER_TARGETS,
-    atari_games,
-    atari_settings,
-    check_no_frameskip,
-    check_transfer_compatible,
-    game_flavours,
-    make_atari_env,
-    transfer_pairs,
-    wrap_atari,
-)
+from typing import TYPE_CHECKING, Any
+
+import ale_py
+
 from rims_rl.envs.gridworld import (
     NOVEL_OBJECTS,
     NOVEL_OBSTACLES,
@@ -43,7 +36,43 @@ from rims_rl.envs.gridworld import (
 )
 from rims_rl.envs.minatar import MINATAR_GAMES, MinAtarEnv, minatar_id, register_minatar
 from rims_rl.envs.settings import DEFAULT_SETTING, EnvEntry, Setting, list_settings, load_setting
-from rims_rl.envs.vec import UnknownEnvError, make_env, make_eval_vec_env, make_vec_env, resolve
+
+gym.register_envs(ale_py)  # the ALE ids; the Atari factory itself (SB3, torch) is imported on first use
+
+if TYPE_CHECKING:
+    from rims_rl.envs.atari import (
+        TRANSFER_SOURCES,
+        TRANSFER_TARGETS,
+        atari_games,
+        atari_settings,
+        check_no_frameskip,
+        check_transfer_compatible,
+        game_flavours,
+        make_atari_env,
+        transfer_pairs,
+        wrap_atari,
+    )
+    from rims_rl.envs.vec import UnknownEnvError, make_env, make_eval_vec_env, make_vec_env, resolve
+
+#: Names served on first use from modules that import SB3 and torch (a CLI's --help does not need them).
+_LAZY = {
+    **dict.fromkeys(
+        ["TRANSFER_SOURCES", "TRANSFER_TARGETS", "atari_games", "atari_settings", "check_no_frameskip",
+         "check_transfer_compatible", "game_flavours", "make_atari_env", "transfer_pairs", "wrap_atari"],
+        "rims_rl.envs.atari",
+    ),
+    **dict.fromkeys(["UnknownEnvError", "make_env", "make_eval_vec_env", "make_vec_env", "resolve"], "rims_rl.envs.vec"),
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """Import the Atari factory and the vec-env builders on first use (PEP 562)."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 def _pickup_id(split: str, version: int) -> str:
     return "MiniGrid-RimsPickup-" + "".join(part.capitalize() for part in split.split("-")) + f"-v{version}"
