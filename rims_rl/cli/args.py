@@ -30,19 +30,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _int_at_least(text: str, minimum: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a {what} integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be a {what} integer, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """
     :param text: a command-line value
     :return: the value, an integer >= 1
     :raises argparse.ArgumentTypeError: otherwise
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+    return _int_at_least(text, 1, "positive")
 
 
 def non_negative_int(text: str) -> int:
@@ -51,10 +55,4 @@ def non_negative_int(text: str) -> int:
     :return: the value, an integer >= 0
     :raises argparse.ArgumentTypeError: otherwise
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
+    return _int_at_least(text, 0, "non-negative")

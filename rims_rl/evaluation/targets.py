@@ -37,6 +37,31 @@ class EvalTarget:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _eval_env_factory(env: Any, split: str) -> Callable[..., VecEnv]:
+    """
+    :param env: a gymnasium id or a setting
+    :param split: the split of a setting ("train" for a plain id)
+    :return: ``factory(n_envs, seed, render_mode, frame_stack, env_kwargs)`` building the evaluation VecEnv with
+        rims_rl's builder, as training builds it
+    """
+
+    def factory(
+        n_envs: int = 1,
+        seed: int | None = None,
+        render_mode: str | None = None,
+        frame_stack: int | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> VecEnv:
+        from rims_rl import envs as rims_envs
+
+        kwargs = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode else {})}
+        return rims_envs.make_eval_vec_env(
+            env, split, n_envs=n_envs, seed=seed, frame_stack=frame_stack, env_kwargs=kwargs or None
+        )
+
+    return factory
+
+
 def gym_targets(
     env_ids: Sequence[str], n_episodes: int, seeds: Sequence[int], ref_score: float | None = None
 ) -> list[EvalTarget]:
@@ -51,21 +76,7 @@ def gym_targets(
     targets = []
     for env_id in env_ids:
 
-        def factory(
-            n_envs: int = 1,
-            seed: int | None = None,
-            render_mode: str | None = None,
-            frame_stack: int | None = None,
-            env_kwargs: dict[str, Any] | None = None,
-            _id: str = env_id,
-        ) -> VecEnv:
-            # rims_rl's builder, as training uses: ALE ids get the Atari preprocessing (true scores), not raw frames
-            from rims_rl import envs as rims_envs
-
-            kwargs = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode else {})}
-            return rims_envs.make_eval_vec_env(
-                _id, n_envs=n_envs, seed=seed, frame_stack=frame_stack, env_kwargs=kwargs or None
-            )
+        factory = _eval_env_factory(env_id, "train")  # ALE ids get the Atari preprocessing training used
 
         ref = ref_score
         if ref is None:
@@ -103,18 +114,7 @@ def setting_targets(
     for split in chosen:
         entry = setting.env(split)
 
-        def factory(
-            n_envs: int = 1,
-            seed: int | None = None,
-            render_mode: str | None = None,
-            frame_stack: int | None = None,
-            env_kwargs: dict[str, Any] | None = None,
-            _split: str = split,
-        ) -> VecEnv:
-            kwargs = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode else {})}
-            return rims_envs.make_eval_vec_env(
-                setting, _split, n_envs=n_envs, seed=seed, frame_stack=frame_stack, env_kwargs=kwargs or None
-            )
+        factory = _eval_env_factory(setting, split)
 
         ref = ref_score if ref_score is not None else setting.s_ref
         if ref is None:
