@@ -239,9 +239,15 @@ def _params(path: Path) -> dict[str, th.Tensor]:
     return load_model(path, device="cpu").policy.state_dict()
 
 
-def test_resume_exact_on_default_gridworld_with_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Default setting (gridworld-pickup, episodes of varying length), evaluation on: Ctrl-C + resume == straight."""
-    args = ["--no-progress", "--verbose", "0", "--n-envs", "2", "-n", "640", "--seed", "1", "--eval-freq", "128",
+@pytest.mark.parametrize("env", [None, "minatar-breakout"])
+def test_resume_exact_with_evaluation(
+    env: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Default gridworld and MinAtar (episodes of varying length), evaluation on: Ctrl-C + resume == straight run."""
+    if env is not None:
+        pytest.importorskip("minatar")
+    args = ([] if env is None else ["--env", env]) + [
+            "--no-progress", "--verbose", "0", "--n-envs", "2", "-n", "640", "--seed", "1", "--eval-freq", "128",
             "--eval-episodes", "2", "--save-freq", "0", "--heldout-episodes", "0",
             "-params", "n_steps:64", "batch_size:64", "n_epochs:2"]  # fmt: skip
     assert train_main([*args, "-f", str(tmp_path / "full")]) == 0

@@ -136,7 +136,6 @@ class MinAtarEnv(gym.Env[np.ndarray, np.int64]):
         self.action_set = list(range(N_ACTIONS)) if full_action_space else list(self._game.minimal_action_set())
         self.action_space = spaces.Discrete(len(self.action_set))
         self.observation_space = spaces.Box(0, 1, (channels, GRID_SIZE, GRID_SIZE), dtype=np.uint8)
-        self._seeded = False
 
     def _obs(self) -> np.ndarray:
         """:return: (n_channels, 10, 10) uint8: the game's planes, channel-first, then zero planes."""
@@ -146,14 +145,14 @@ class MinAtarEnv(gym.Env[np.ndarray, np.int64]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """
-        :param seed: reseeds the game's random state (dynamics and sticky actions) from gymnasium's ``np_random``
+        :param seed: reseeds gymnasium's ``np_random``; every episode then seeds the game's random state (dynamics and
+            sticky actions) from ``np_random``, so an episode is a function of ``np_random``'s state at its reset (what
+            exact resume replays)
         :param options: unused
         :return: (observation (n_channels, 10, 10) uint8, info)
         """
         super().reset(seed=seed)
-        if seed is not None or not self._seeded:
-            self._game.seed(int(self.np_random.integers(2**31 - 1)))
-            self._seeded = True
+        self._game.seed(int(self.np_random.integers(2**31 - 1)))
         self._game.last_action = 0  # no sticky action carried over from the previous episode
         self._game.reset()
         return self._obs(), {}
