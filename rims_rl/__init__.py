@@ -3,10 +3,10 @@
 Importing the package registers its gymnasium environments.
 """
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from rims_rl import envs as envs  # registers the gymnasium ids
+from rims_rl._lazy import lazy_attribute
 
 if TYPE_CHECKING:
     from rims_rl.algos import RecurrentPPO
@@ -31,11 +31,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     """Import the model classes on first use (PEP 562)."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_attribute(globals(), _LAZY, __name__, name)
 
 
 __version__ = "0.1.0"

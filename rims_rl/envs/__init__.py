@@ -14,7 +14,6 @@ Importing this package registers the gymnasium ids:
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 
 import gymnasium as gym
@@ -35,6 +34,7 @@ from rims_rl.envs.gridworld import (
     make_pickup_env,
 )
 from rims_rl.envs.minatar import MINATAR_GAMES, MinAtarEnv, minatar_id, register_minatar
+from rims_rl._lazy import lazy_attribute
 from rims_rl.envs.settings import DEFAULT_SETTING, EnvEntry, Setting, list_settings, load_setting
 
 gym.register_envs(ale_py)  # the ALE ids; the Atari factory itself (SB3, torch) is imported on first use
@@ -67,11 +67,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     """Import the Atari factory and the vec-env builders on first use (PEP 562)."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_attribute(globals(), _LAZY, __name__, name)
 
 
 def _pickup_id(split: str, version: int) -> str:

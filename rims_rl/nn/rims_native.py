@@ -91,12 +91,17 @@ def _build(compiler: str) -> Path:
     return target
 
 
+def _disabled() -> bool:
+    """:return: whether the environment variable ``RIMS_RL_NATIVE`` turns the kernel off."""
+    return os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def load() -> ctypes.CDLL | None:
     """
     :return: the compiled kernel, building it on first use; None where it is disabled or cannot be built
         (the reason is in ``unavailable_reason()``; a missing compiler or a failed build is said once on stderr).
     """
-    if os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if _disabled():
         return None
     if _state["tried"]:
         return _state["lib"]
@@ -120,7 +125,7 @@ def load() -> ctypes.CDLL | None:
 
 def unavailable_reason() -> str:
     """:return: why ``load()`` returned None ('' when it did not, or has not been called)."""
-    if os.environ.get(DISABLE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if _disabled():
         return f"disabled by {DISABLE_ENV}"
     return str(_state["reason"])
 
@@ -165,12 +170,13 @@ def rims_sequence_native(
     :param starts: (T, B) bool, True where an env starts an episode (its state is set to 0 first), or None
     :return: h at every step (T, B, kT * d), the final c (kT, B, d), the active mask (T, kT, B) bool
     """
-    tensors = (keys, cell_in, h0, c0, *_params(core))
+    params = _params(core)
+    tensors = (keys, cell_in, h0, c0, *params)
     if th.is_grad_enabled() and any(t.requires_grad for t in tensors):
         out, c_n, active = _NativeSequence.apply(lib, core, starts, *tensors)
         return out, c_n, active
     with th.no_grad():
-        out, c_n, active, _ = _forward(lib, core, keys, cell_in, h0, c0, starts, _params(core))
+        out, c_n, active, _ = _forward(lib, core, keys, cell_in, h0, c0, starts, params)
     return out, c_n, active
 
 
