@@ -146,6 +146,28 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
+def _axes_by_stride(obs: Any) -> Any:
+    """The memory order of the last observation (VecTransposeImage hands out transposed views): axes, outermost first."""
+    if isinstance(obs, dict):
+        return {key: _axes_by_stride(value) for key, value in obs.items()}
+    if not isinstance(obs, np.ndarray):
+        return None
+    return [int(axis) for axis in np.argsort([-stride for stride in obs.strides], kind="stable")]
+
+
+def _with_axes(obs: Any, axes: Any) -> Any:
+    """
+    Lay the loaded last observation out in memory as the live one was. Values are unchanged, but a convolution
+    over a transposed view rounds differently from one over a contiguous array (a last-bit difference that
+    grows over an update), so exact resume needs the same layout.
+    """
+    if isinstance(obs, dict) and isinstance(axes, dict):
+        return {key: _with_axes(value, axes.get(key)) for key, value in obs.items()}
+    if not isinstance(obs, np.ndarray) or axes is None or sorted(axes) != list(range(obs.ndim)):
+        return obs
+    return np.ascontiguousarray(obs.transpose(axes)).transpose(np.argsort(axes))
+
+
 def capture_resume_state(model: Any, eval_env: VecEnv | None = None) -> dict[str, Any]:
     """
     Everything needed to continue training exactly that the model's attributes leave out. Call at a rollout
@@ -163,6 +185,7 @@ def capture_resume_state(model: Any, eval_env: VecEnv | None = None) -> dict[str
         "torch_rng": th.get_rng_state(),
         "cuda_rng": th.cuda.get_rng_state_all() if th.cuda.is_available() else None,
         "action_space_rng": dict(model.action_space.np_random.bit_generator.state),
+        "last_obs_axes": _axes_by_stride(model._last_obs),
         "env_state": _venv_state(model.env, "training env"),
         "eval_env_state": _venv_state(eval_env, "evaluation env"),
         "has_eval_env": eval_env is not None,
@@ -191,6 +214,7 @@ def restore_resume_state(model: Any, state: dict[str, Any]) -> bool:
     """
     assert model.env is not None
     model._last_lstm_states = state["last_lstm_states"]
+    model._last_obs = _with_axes(model._last_obs, state.get("last_obs_axes"))
     env_restored = False
     if state.get("env_state") is not None:
         set_venv_state(model.env, state["env_state"])

@@ -6,7 +6,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common import atari_wrappers as sb3_atari
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.monitor import Monitor
 
 import rims_rl.envs as E
 from rims_rl.envs import atari
@@ -42,7 +44,13 @@ def test_check_env(training):
 def test_four_frames_per_step_and_sticky_actions_recorded():
     env = E.make_atari_env(GAME, training=True, seed=0)
     ale = env.unwrapped.ale
-    assert ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
+    # sticky actions come from SB3's StickyActionEnv directly above the raw env (per frame, p=0.25), not from ALE,
+    # whose last action is not in cloneState (exact resume needs it)
+    assert ale.getFloat("repeat_action_probability") == 0.0
+    sticky = env
+    while not isinstance(sticky, sb3_atari.StickyActionEnv):
+        sticky = sticky.env
+    assert sticky.action_repeat_probability == 0.25 and isinstance(sticky.env, Monitor)
     settings = E.atari_settings(GAME, training=True)
     assert settings["repeat_action_probability"] == 0.25 and settings["frame_skip"] == 4 and settings["ale_frameskip"] == 1
     assert settings["clip_reward"] and settings["terminal_on_life_loss"]
@@ -152,3 +160,41 @@ def test_vec_env_same_seed_same_episodes(training):
     b = _rollout(make("atari-flavours", n_envs=2, seed=5))
     assert a.shape == (31, 2, 84, 84, 4)  # the setting stacks 4 frames
     np.testing.assert_array_equal(a, b)
+
+
+def test_vec_env_state_restores_emulator_lives_and_sticky_action():
+    """
+    A training VecEnv rebuilt from its saved state (replay since the last reset, which after a lost life is a
+    pseudo-reset inside a running game) continues exactly as the original: frames, rewards and ends, over
+    600 more steps, at a point 1,200 steps in (about 60 lost lives of a random Breakout player, measured).
+    """
+    from rims_rl.envs.replay import attach_recorders, get_venv_state, set_venv_state
+    from rims_rl.envs.vec import make_vec_env
+
+    def build():
+        return attach_recorders(make_vec_env("atari-flavours", n_envs=2, seed=3, training=True, frame_stack=4))
+
+    actions = np.random.default_rng(0).integers(0, 4, size=(1800, 2))
+    original = build()
+    original.reset()
+    ends = 0
+    for t in range(1200):
+        ends += int(original.step(actions[t])[2].sum())
+    assert ends > 20  # life losses happened, so the restore point is inside a game
+    restored = build()
+    set_venv_state(restored, get_venv_state(original))
+    for t in range(1200, 1800):
+        a, b = original.step(actions[t]), restored.step(actions[t])
+        for x, y in zip(a[:3], b[:3], strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_ale_sticky_actions_are_not_capturable():
+    """ALE's own sticky actions keep the last action outside cloneState: resume says it is not exact."""
+    from rims_rl.envs.replay import NotCapturable, ReplayRecorder
+
+    env = ReplayRecorder(E.wrap_atari(gym.make(atari.atari_id(GAME), frameskip=1, repeat_action_probability=0.25),
+                                      training=True))  # fmt: skip
+    env.reset(seed=0)
+    with pytest.raises(NotCapturable, match="sticky"):
+        env.get_state()

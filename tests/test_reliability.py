@@ -239,17 +239,23 @@ def _params(path: Path) -> dict[str, th.Tensor]:
     return load_model(path, device="cpu").policy.state_dict()
 
 
-@pytest.mark.parametrize("env", [None, "minatar-breakout"])
+@pytest.mark.parametrize("env", [None, "minatar-breakout", "atari-flavours"])
 def test_resume_exact_with_evaluation(
     env: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Default gridworld and MinAtar (episodes of varying length), evaluation on: Ctrl-C + resume == straight run."""
-    if env is not None:
+    """
+    Default gridworld, MinAtar and Atari (episodes of varying length; Atari: life-loss pseudo-resets, emulator
+    state, sticky actions, frame stack, transposed observations), evaluation on: Ctrl-C + resume == straight run.
+    """
+    if env == "minatar-breakout":
         pytest.importorskip("minatar")
+    atari = env == "atari-flavours"  # Breakout; evaluation plays whole games, so one per evaluation, small core
     args = ([] if env is None else ["--env", env]) + [
             "--no-progress", "--verbose", "0", "--n-envs", "2", "-n", "640", "--seed", "1", "--eval-freq", "128",
-            "--eval-episodes", "2", "--save-freq", "0", "--heldout-episodes", "0",
+            "--eval-episodes", "1" if atari else "2", "--save-freq", "0", "--heldout-episodes", "0",
             "-params", "n_steps:64", "batch_size:64", "n_epochs:2"]  # fmt: skip
+    if atari:
+        args += ["policy_kwargs.core_kwargs.unit_size:16"]
     assert train_main([*args, "-f", str(tmp_path / "full")]) == 0
     original_train = RecurrentPPO.train
     calls = {"n": 0}

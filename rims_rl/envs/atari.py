@@ -1,11 +1,15 @@
 """Atari factory (ALE v5 under SB3's AtariWrapper, 4 frames per agent step), flavours and game transfer.
 
-The raw env is ``ALE/<Game>-v5`` created with ``frameskip=1`` (ALE's own sticky actions, p=0.25 by default, act
-per emulator frame, as in Machado et al. 2018); SB3's :class:`~stable_baselines3.common.atari_wrappers.AtariWrapper`
-then repeats each action 4 frames with max-pooling, resizes to 84x84 grayscale and no-op-resets. Training envs
-add reward clipping and life-loss termination; evaluation envs do neither. A :class:`Monitor` sits directly on the
-raw ALE env, below every wrapper, so its episode return ``r`` is always the true score of a whole game (its
-episode length ``l`` counts emulator frames, including no-op resets, not agent steps).
+The raw env is ``ALE/<Game>-v5`` created with ``frameskip=1`` and ALE's own sticky actions off; sticky actions
+(p=0.25 by default, per emulator frame, as in Machado et al. 2018) come from SB3's
+:class:`~stable_baselines3.common.atari_wrappers.StickyActionEnv` directly above the raw env, which draws from the
+env's ``np_random`` and keeps the repeated action in Python. Same rule as ALE's, but its whole state can be saved
+and restored (ALE keeps the last action outside ``cloneState``), which exact resume needs. SB3's
+:class:`~stable_baselines3.common.atari_wrappers.AtariWrapper` then repeats each action 4 frames with max-pooling,
+resizes to 84x84 grayscale and no-op-resets. Training envs add reward clipping and life-loss termination;
+evaluation envs do neither. A :class:`Monitor` sits directly on the raw ALE env, below every wrapper, so its episode
+return ``r`` is always the true score of a whole game (its episode length ``l`` counts emulator frames, including
+no-op resets, not agent steps).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ gym.register_envs(ale_py)
 
 #: Frames the emulator advances per agent step (action repeat with max-pool over the last two frames).
 FRAME_SKIP = 4
-#: Sticky-action probability (Machado et al. 2018), applied by ALE at every emulator frame.
+#: Sticky-action probability (Machado et al. 2018), applied at every emulator frame (SB3's StickyActionEnv).
 STICKY_ACTION_PROB = 0.25
 NOOP_MAX = 30
 SCREEN_SIZE = 84
@@ -179,7 +183,7 @@ def atari_settings(
     :param mode: ALE game mode (None: the game's default)
     :param difficulty: ALE difficulty (None: the game's default)
     :param full_action_space: use all 18 actions
-    :param repeat_action_probability: ALE sticky-action probability per emulator frame
+    :param repeat_action_probability: sticky-action probability per emulator frame
     :return: a YAML-safe dict
     """
     if not 0.0 <= repeat_action_probability < 1.0:
@@ -194,6 +198,7 @@ def atari_settings(
         frame_skip=FRAME_SKIP,
         max_pool_last_two_frames=True,
         repeat_action_probability=float(repeat_action_probability),
+        sticky_actions="per emulator frame, SB3 StickyActionEnv on the env's np_random (ALE's own off)",
         noop_max=NOOP_MAX,
         screen_size=SCREEN_SIZE,
         grayscale=True,
@@ -232,7 +237,14 @@ class EpisodicLifeEnv(sb3_atari.EpisodicLifeEnv):
         return super().reset(**kwargs)
 
 
-def wrap_atari(env: gym.Env, *, training: bool, monitor_file: str | None = None, monitor: bool = True) -> gym.Env:
+def wrap_atari(
+    env: gym.Env,
+    *,
+    training: bool,
+    monitor_file: str | None = None,
+    monitor: bool = True,
+    repeat_action_probability: float = 0.0,
+) -> gym.Env:
     """
     Apply rims_rl's Atari preprocessing to a raw ALE env created with ``frameskip=1``.
 
@@ -243,11 +255,15 @@ def wrap_atari(env: gym.Env, *, training: bool, monitor_file: str | None = None,
     :param training: add reward clipping and life-loss termination
     :param monitor_file: Monitor log file (None: keep episode stats in ``info["episode"]`` only)
     :param monitor: place a Monitor directly on the raw env (true game scores in ``info["episode"]["r"]``)
+    :param repeat_action_probability: sticky actions per emulator frame, from SB3's ``StickyActionEnv`` (0: none;
+        leave ALE's own ``repeat_action_probability`` at 0 when using it)
     :return: the wrapped env, observations ``(84, 84, 1)`` uint8
     """
     check_no_frameskip(env)
     if monitor:
         env = Monitor(env, filename=monitor_file)
+    if repeat_action_probability > 0.0:
+        env = sb3_atari.StickyActionEnv(env, repeat_action_probability)
     env = sb3_atari.NoopResetEnv(env, noop_max=NOOP_MAX)
     env = sb3_atari.MaxAndSkipEnv(env, skip=FRAME_SKIP)
     if training:
@@ -281,7 +297,7 @@ def make_atari_env(
     :param mode: ALE game mode (None: default); ValueError listing the valid ones if ALE does not list it
     :param difficulty: ALE difficulty (None: default); ValueError listing the valid ones if ALE does not list it
     :param full_action_space: use all 18 actions (needed to share a policy head across games or flavours)
-    :param repeat_action_probability: ALE sticky-action probability
+    :param repeat_action_probability: sticky-action probability per emulator frame (see :func:`wrap_atari`)
     :param seed: if given, the env's first reset uses it (and the action space is seeded)
     :param monitor_file: Monitor log file
     :param monitor: put a Monitor directly on the raw env
@@ -291,15 +307,18 @@ def make_atari_env(
     env_id = atari_id(game_or_id)
     validate_flavour(env_id, mode, difficulty)
     env_kwargs.setdefault("frameskip", 1)
+    if not 0.0 <= repeat_action_probability < 1.0:
+        raise ValueError(f"repeat_action_probability must be in [0, 1) (got {repeat_action_probability})")
     raw = gym.make(
         env_id,
         mode=mode,
         difficulty=difficulty,
         full_action_space=full_action_space,
-        repeat_action_probability=repeat_action_probability,
+        repeat_action_probability=0.0,
         **env_kwargs,
     )
-    env = wrap_atari(raw, training=training, monitor_file=monitor_file, monitor=monitor)
+    env = wrap_atari(raw, training=training, monitor_file=monitor_file, monitor=monitor,
+                     repeat_action_probability=repeat_action_probability)  # fmt: skip
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)

@@ -4,12 +4,16 @@
 before the current episode's reset, the reset's seed and options, and the actions taken since. To restore, the
 env is rebuilt, its RNG state put back, reset and the actions replayed, which reproduces the env's whole state
 for any env whose dynamics depend only on its own ``np_random`` (MiniGrid, classic control, rims_rl's envs).
+Atari (ALE) envs keep state across SB3's life-loss "episodes" and an RNG inside the emulator, so for them the
+recorder also keeps, at each reset, the emulator's serialized state with its RNG
+(``ale.cloneState(include_rng=True).serialize()``, plain bytes) and the life-loss wrapper's counters; restoring
+puts those back before the reset is replayed.
 The VecEnv layers' own state is plain data: DummyVecEnv's pending seeds, Monitor counters, VecFrameStack's
 stacked frames, VecNormalize's running statistics, VecMonitor's counters. Everything is JSON or arrays (see
 :mod:`rims_rl.safe_io`).
 
-Not capturable (the state is then None and resume says it is not exact): SubprocVecEnv (the envs live in other
-processes), Atari (the emulator's RNG lives inside ALE), unknown VecEnv wrappers.
+Not capturable (the state is then None and resume says it is not exact): SubprocVecEnv and EnvPool (the envs live
+in other processes or threads), unknown VecEnv wrappers.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv, StickyActionEnv
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import (
     DummyVecEnv,
@@ -66,11 +71,17 @@ class ReplayRecorder(gym.Wrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        self.replayable = "ale_py" not in type(env.unwrapped).__module__
+        self.ale = getattr(env.unwrapped, "ale", None) if "ale_py" in type(env.unwrapped).__module__ else None
+        #: why this env's state cannot be captured (None: it can)
+        self.not_capturable: str | None = None
+        if self.ale is not None and self.ale.getFloat("repeat_action_probability") > 0.0:
+            self.not_capturable = ("ALE's own sticky actions keep the last action outside the emulator's saved state "
+                                   "(rims_rl's Atari envs use SB3's StickyActionEnv instead)")  # fmt: skip
         self.started = False
         self.reset_rng: dict[str, Any] | None = None
         self.reset_seed: int | None = None
         self.reset_options: dict[str, Any] | None = None
+        self.reset_emulator: dict[str, Any] | None = None
         self.actions: list[Any] = []
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -78,28 +89,54 @@ class ReplayRecorder(gym.Wrapper):
         self.started = True
         self.reset_rng = generator_state(getattr(self.env.unwrapped, "_np_random", None))
         self.reset_seed, self.reset_options = seed, options
+        if self.ale is not None and self.not_capturable is None:
+            self.reset_emulator = self._emulator_state()
         self.actions = []
         return self.env.reset(seed=seed, options=options)
 
+    def _emulator_state(self) -> dict[str, Any]:
+        assert self.ale is not None
+        state: dict[str, Any] = {"ale": np.frombuffer(self.ale.cloneState(include_rng=True).serialize(), dtype=np.uint8)}
+        life = _find_wrapper(self.env, EpisodicLifeEnv)
+        if life is not None:  # a reset after a life loss only steps on: the game goes on from this state
+            state["lives"], state["was_real_done"] = int(life.lives), bool(life.was_real_done)
+        sticky = _find_wrapper(self.env, StickyActionEnv)
+        if sticky is not None:
+            state["sticky_action"] = int(getattr(sticky, "_sticky_action", 0))
+        return state
+
+    def _restore_emulator(self, state: dict[str, Any]) -> None:
+        import ale_py
+
+        assert self.ale is not None
+        self.env.reset()  # gymnasium wants a reset before steps; everything it changed is overwritten next
+        self.ale.restoreState(ale_py.ALEState(np.asarray(state["ale"], dtype=np.uint8).tobytes()))
+        life = _find_wrapper(self.env, EpisodicLifeEnv)
+        if life is not None and "lives" in state:
+            life.lives, life.was_real_done = int(state["lives"]), bool(state["was_real_done"])
+        sticky = _find_wrapper(self.env, StickyActionEnv)
+        if sticky is not None and "sticky_action" in state:
+            sticky._sticky_action = int(state["sticky_action"])
+
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
         """As the env's; records the action."""
-        if self.replayable:
-            self.actions.append(np.array(action, copy=True))
+        self.actions.append(np.array(action, copy=True))
         return self.env.step(action)
 
     def get_state(self) -> dict[str, Any]:
         """
         :return: JSON/array data for :meth:`set_state`
-        :raises NotCapturable: for an env whose RNG lives outside ``np_random`` (Atari)
+        :raises NotCapturable: an env whose state lives partly outside what can be saved (see ``not_capturable``)
         """
-        if not self.replayable:
-            raise NotCapturable(f"{type(self.env.unwrapped).__name__}: the emulator's RNG cannot be captured")
+        if self.not_capturable is not None:
+            raise NotCapturable(self.not_capturable)
         space_rng = getattr(self.env.action_space, "_np_random", None)
         state: dict[str, Any] = {
             "started": self.started,
             "reset_rng": self.reset_rng,
             "reset_seed": self.reset_seed,
             "reset_options": self.reset_options,
+            "reset_emulator": self.reset_emulator,
             "actions": np.stack(self.actions) if self.actions else None,
             "n_actions": len(self.actions),
             "action_space_rng": generator_state(space_rng),
@@ -116,6 +153,8 @@ class ReplayRecorder(gym.Wrapper):
         :param state: output of :meth:`get_state`
         """
         if state["started"]:
+            if state.get("reset_emulator") is not None:
+                self._restore_emulator(state["reset_emulator"])
             if state["reset_rng"] is not None:
                 self.env.unwrapped._np_random = make_generator(state["reset_rng"])  # type: ignore[attr-defined]
             self.reset(seed=state["reset_seed"], options=state["reset_options"])
@@ -233,7 +272,7 @@ def get_venv_state(venv: VecEnv) -> list[dict[str, Any]]:
     :param venv: a VecEnv: VecEnv wrappers (VecNormalize, VecFrameStack, VecTransposeImage, VecMonitor) over a
         DummyVecEnv whose envs carry :class:`ReplayRecorder` (see :func:`attach_recorders`)
     :return: per layer, outermost first, its state as JSON/array data
-    :raises NotCapturable: SubprocVecEnv, Atari, unknown wrappers
+    :raises NotCapturable: SubprocVecEnv, EnvPool, ALE's own sticky actions, unknown wrappers
     """
     return [_layer_state(layer) for layer in _layers(venv)]
 
