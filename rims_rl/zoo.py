@@ -5,11 +5,14 @@ is read once; its SHA-256 is computed over those bytes and the model is loaded f
 swapped after the check is never loaded. Manifest paths must stay inside the zoo folder (no absolute paths, no
 ``..``, no symlink leading out). ``python -m rims_rl.zoo convert`` converts old SB3-pickle agents (trusting them
 explicitly), checks that each converted agent acts exactly as the original, and updates the manifest.
+``python -m rims_rl.zoo add RUN...`` adds the final models of finished training runs (weights without the Adam
+state: an agent to act with, not to resume), with their setting, seed, budget and command.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import hashlib
 import json
@@ -42,6 +45,8 @@ class ZooEntry:
     :param path: checkpoint path relative to the zoo folder
     :param sha256: hex digest of the checkpoint file
     :param seed: training seed
+    :param n_timesteps: training steps the agent had (its budget; None: not recorded)
+    :param command: the training command (its ``-f`` folder dropped)
     """
 
     id: str
@@ -52,6 +57,8 @@ class ZooEntry:
     path: str
     sha256: str
     seed: int | None = None
+    n_timesteps: int | None = None
+    command: str | None = None
 
 
 def zoo_dir() -> Path:
@@ -323,19 +330,104 @@ def convert_zoo(root: str | Path | None = None, log: Any = print) -> list[str]:
     return converted
 
 
+def add_runs(
+    runs: list[str | Path], root: str | Path | None = None, drop_settings: tuple[str, ...] = (), log: Any = print
+) -> list[ZooEntry]:
+    """
+    Add the final models of finished ``train.py`` runs to the zoo as ``<setting>/<algo>/seed<seed>``, without
+    their optimizer state, checking that each stored agent acts exactly as the run's model; record reference
+    outputs for the tests. Entries of ``drop_settings`` are removed from the manifest first (their files too).
+
+    :param runs: run folders (``<algo>/<env id>_<n>/`` with ``args.yml`` and the final ``<env id>.zip``)
+    :param root: zoo folder
+    :param drop_settings: settings whose agents the new ones replace
+    :param log: printer
+    :return: the new entries
+    :raises ValueError: not a finished run, a duplicate id, or a run without a setting
+    """
+    import numpy as np
+    import yaml
+
+    from rims_rl.checkpoint import atomic_write
+    from rims_rl.safe_io import load_model, model_bytes
+
+    root = Path(root) if root is not None else zoo_dir()
+    manifest = _read_manifest(root)
+    references_path = root / REFERENCE_NAME
+    references = json.loads(references_path.read_text()) if references_path.is_file() else {}
+    kept = []
+    for item in manifest["agents"]:
+        if isinstance(item, dict) and item.get("setting") in drop_settings:
+            references.pop(item.get("id"), None)
+            with contextlib.suppress(FileNotFoundError):
+                _inside(root, str(item.get("path")), str(item.get("id"))).unlink()
+            log(f"{item.get('id')}: removed ({item.get('setting')})")
+        else:
+            kept.append(item)
+    manifest["agents"] = kept
+    ids = {item.get("id") for item in kept if isinstance(item, dict)}
+    entries = []
+    for run in map(Path, runs):
+        args_file = run / "args.yml"
+        if not args_file.is_file():
+            raise ValueError(f"{run} is not a train.py run folder (no args.yml)")
+        args = yaml.safe_load(args_file.read_text())
+        final = run / f"{args['env_id'].replace('/', '-')}.zip"
+        if not final.is_file():
+            raise ValueError(f"{run} has no final model ({final.name}): not finished")
+        if not args.get("setting"):
+            raise ValueError(f"{run} was not trained on a setting; the zoo keys agents by setting")
+        agent_id = f"{args['setting']}/{args['algo']}/seed{args['seed']}"
+        if agent_id in ids:
+            raise ValueError(f"zoo already has an agent {agent_id!r}")
+        model = load_model(final, device="cpu")
+        observations = _reference_observations(model)
+        expected = reference_outputs(model, observations)
+        model.policy.optimizer.state.clear()  # an agent to act with: the Adam moments are two thirds of the file
+        data = model_bytes(model)
+        if reference_outputs(load_model(data, device="cpu"), observations) != expected:
+            raise RuntimeError(f"{agent_id}: the stored agent acts differently from the run's model; nothing written")
+        rel = Path("agents") / (agent_id.replace("/", "__") + ".zip")
+        with atomic_write(root / rel) as file:
+            file.write(data)
+        words = (run / "command.txt").read_text().split() if (run / "command.txt").is_file() else []
+        drop = {i for i, w in enumerate(words) if w in ("-f", "--log-folder")}
+        command = " ".join(w for i, w in enumerate(words) if i not in drop and i - 1 not in drop) or None
+        core = "rims" if args["algo"] == "rims_ppo" else "lstm"
+        entry = ZooEntry(agent_id, args["algo"], core, args["setting"], args["env_id"], rel.as_posix(),
+                         hashlib.sha256(data).hexdigest(), int(args["seed"]), int(model.num_timesteps), command)  # fmt: skip
+        manifest["agents"].append(asdict(entry))
+        references[agent_id] = {"observations": np.asarray(observations).tolist(), **expected}
+        ids.add(agent_id)
+        entries.append(entry)
+        log(f"{agent_id}: added ({len(data):,} bytes, {model.num_timesteps:,} steps)")
+    _write_manifest(root, manifest)
+    with atomic_write(references_path) as file:
+        file.write((json.dumps(references, indent=1) + "\n").encode())
+    return entries
+
+
 def main(argv: list[str] | None = None) -> int:
     """
     ``python -m rims_rl.zoo convert [--root DIR]``: convert old-format zoo agents (see :func:`convert_zoo`).
+    ``python -m rims_rl.zoo add RUN... [--drop-setting NAME] [--root DIR]``: add finished runs (see :func:`add_runs`).
 
     :param argv: arguments
     :return: exit code
     """
     parser = argparse.ArgumentParser(prog="python -m rims_rl.zoo")
-    parser.add_argument("command", choices=["convert"])
+    parser.add_argument("command", choices=["convert", "add"])
+    parser.add_argument("runs", nargs="*", help="add: finished train.py run folders")
+    parser.add_argument("--drop-setting", nargs="+", default=[], help="add: remove the agents of these settings first")
     parser.add_argument("--root", default=None, help="zoo folder (default: the repository's zoo/)")
     args = parser.parse_args(argv)
     try:
-        convert_zoo(args.root)
+        if args.command == "add":
+            if not args.runs:
+                parser.error("add: give one or more run folders")
+            add_runs(args.runs, args.root, tuple(args.drop_setting))
+        else:
+            convert_zoo(args.root)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"rims_rl.zoo: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ValueError) else 1

@@ -180,7 +180,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.list_zoo:
         entries = _zoo_entries()
-        print("\n".join(f"{e.id}\t{e.algo}\t{e.core}\t{e.setting}\t{e.path}" for e in entries) or "the zoo is empty")
+        steps = {e.id: "?" if e.n_timesteps is None else f"{e.n_timesteps:,} steps" for e in entries}
+        print("\n".join(f"{e.id}\t{e.algo}\t{e.core}\t{e.setting}\t{steps[e.id]}\t{e.path}" for e in entries)
+              or "the zoo is empty")  # fmt: skip
         return 0
     if args.transfer_finetuned or args.transfer_scratch:
         return _transfer(args, say)
