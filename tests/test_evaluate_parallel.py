@@ -160,3 +160,18 @@ def test_sweep_report_evaluates_the_lstm_baseline_once(tmp_path: Path, monkeypat
     assert len(lstm) == len(set(lstm)) == 2, played
     assert len([unit for unit in played if unit[0] == "random"]) == 1 and len(played) == 2 + 2 + 2 + 1
     assert len(list((sweep.folder / "report" / "cache").rglob("*.json"))) == 7
+
+
+def test_jobs_on_a_setting_split_with_zoo_agents(tmp_path: Path) -> None:
+    """Setting targets (the setting itself goes to the workers) and zoo agents (workers re-read and check the bytes):
+    ``--jobs 2`` equals ``--jobs 1`` on the gridworld, and the cache gives the same numbers back."""
+    argv = ["--rims", "gridworld-pickup/rims_ppo/seed0", "--lstm", "gridworld-pickup/lstm_ppo/seed0", "--setting",
+            "gridworld-pickup-v0", "--splits", "novel-obstacles", "-n", "4", "--seeds", "0", "--n-bootstrap", "20",
+            "--n-permutations", "20", "-q"]  # fmt: skip
+    numbers = []
+    for name, extra in (("one", ["--jobs", "1"]), ("two", ["--jobs", "2", "--cache-dir", str(tmp_path / "cache")]),
+                        ("cached", ["--cache-dir", str(tmp_path / "cache")])):  # fmt: skip
+        assert main([*argv, *extra, "-o", str(tmp_path / name)]) == 0
+        (folder,) = list((tmp_path / name).iterdir())
+        numbers.append(_numbers(folder))
+    assert numbers[0] == numbers[1] == numbers[2]
