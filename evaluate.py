@@ -2,4 +2,5 @@
 
 from rims_rl.cli.evaluate import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # --jobs workers are spawned processes, which import this file again
+    raise SystemExit(main())

@@ -33,7 +33,7 @@ SWEEP_KEYS = ("name", "folder", "settings", "seeds", "algos", "n_timesteps", "pa
 #: Keys of one entry of ``algos``.
 ALGO_KEYS = ("algo", "params", "seeds", "n_timesteps")
 #: Keys of ``report`` (evaluator options; ``baseline``: the LSTM entry every RIMs entry is compared with).
-REPORT_KEYS = ("baseline", "n_episodes", "n_envs", "splits", "seeds", "n_bootstrap", "deterministic")
+REPORT_KEYS = ("baseline", "n_episodes", "n_envs", "splits", "seeds", "n_bootstrap", "deterministic", "jobs")
 STOP_FILE = ".stop"
 TRIAL_FILE = "trial.json"
 PROGRESS_FILE = "progress.json"
@@ -162,7 +162,7 @@ def _report_options(value: Any, entries: dict[str, dict[str, Any]]) -> dict[str,
         known = ", ".join(lstm_entries) or "none"
         raise SweepError(f"report.baseline {baseline!r} is not an lstm_ppo entry of algos ({known})")
     report["baseline"] = baseline
-    for key in ("n_episodes", "n_envs", "n_bootstrap"):
+    for key in ("n_episodes", "n_envs", "n_bootstrap", "jobs"):
         if key in report:
             _positive_int(report[key], f"report.{key}")
     for key, kind in (("splits", str), ("seeds", int)):
@@ -461,13 +461,17 @@ def summary_table(sweep: Sweep, results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def run_report(sweep: Sweep, extra: list[str] | None = None) -> list[Path]:
+def run_report(sweep: Sweep, extra: list[str] | None = None, cpus: int | None = None) -> list[Path]:
     """
     The evaluator's comparison on the sweep's finished runs: per setting, every RIMs entry against the baseline
     LSTM entry, the trained seeds as the unit. Results go to ``<sweep>/report/<env>__<rims>_vs_<lstm>_<n>/``.
 
+    Every comparison shares the episode cache ``<sweep>/report/cache`` (so the baseline's agents and the random
+    policy are played once, not once per RIMs entry) and runs ``report.jobs`` evaluation workers (default: ``cpus``).
+
     :param sweep: the sweep
     :param extra: more evaluator arguments
+    :param cpus: the sweep's CPU count (default: this machine's)
     :return: the result folders written
     """
     from rims_rl.cli.evaluate import main as evaluate_main
@@ -484,6 +488,8 @@ def run_report(sweep: Sweep, extra: list[str] | None = None) -> list[Path]:
         options += ["--seeds", *map(str, report["seeds"])]
     if report.get("deterministic"):
         options.append("--deterministic")
+    jobs = report.get("jobs") or cpus or os.cpu_count() or 1
+    options += ["--jobs", str(jobs), "--cache-dir", str(sweep.folder / "report" / "cache")]
     written = []
     for env in dict.fromkeys(t.env for t in sweep.trials):
 
@@ -585,7 +591,7 @@ def run_sweep(args: argparse.Namespace) -> int:  # noqa: C901
             print(f"  {t.name:<48} {states[t.name]:<7} {shlex.join(['rims-train', *t.argv])}")
         return 0
     if args.report:
-        written = run_report(sweep)
+        written = run_report(sweep, cpus=args.num_cpus)
         print("report: " + (", ".join(map(str, written)) or "nothing written"))
         return 0
     sweep.folder.mkdir(parents=True, exist_ok=True)
@@ -656,7 +662,7 @@ def run_sweep(args: argparse.Namespace) -> int:  # noqa: C901
     (sweep.folder / "summary.md").write_text(table + "\n")
     complete = all(trial_state(sweep.folder, t) == "done" for t in sweep.trials)
     if complete and not args.no_report:
-        written = run_report(sweep)
+        written = run_report(sweep, cpus=args.num_cpus)
         print("report: " + (", ".join(map(str, written)) or "nothing written"))
     if interrupted:
         print(f"Interrupted. Resume with: rims-sweep {args.sweep_file}" + (f" --folder {args.folder}" if args.folder else ""))

@@ -50,7 +50,8 @@ def test_tiny_sweep_runs_folders_and_report(tmp_path: Path, capsys: pytest.Captu
             assert (run / f"{GRID_ENV}.zip").is_file() and (run / "config.yml").is_file()
             assert yaml.safe_load((run / "args.yml").read_text())["seed"] == seed
     assert "| gridworld-pickup__lstm_ppo__s1 | lstm_ppo | 1 | done |" in (out / "summary.md").read_text()
-    (report,) = (out / "report").iterdir()
+    (report,) = [p for p in (out / "report").iterdir() if p.name != "cache"]  # cache: the evaluator's episode cache
+    assert any((out / "report" / "cache").rglob("*.json"))
     assert report.name == "gridworld-pickup__rims_ppo_vs_lstm_ppo_1"
     results = json.loads((report / "results.json").read_text())
     agents = results["meta"]["agents"]

@@ -1,8 +1,8 @@
 """``evaluate.py`` / ``rims-evaluate``: held-out evaluation and the RIMs-versus-LSTM score ratio.
 
-Exit codes: 0 done; 1 a clear error (missing/corrupt checkpoint, space mismatch, unknown setting); 2 bad usage
-(a value out of range, two settings files with one name, a malformed zoo manifest); 3 nothing to evaluate (no
-arguments and no pretrained RIMs and LSTM agents in the zoo).
+Exit codes: 0 done; 1 a clear error (missing/corrupt checkpoint, space mismatch, unknown setting, a failed worker
+process); 2 bad usage (a value out of range, two settings files with one name, a malformed zoo manifest); 3 nothing to
+evaluate (no arguments and no pretrained RIMs and LSTM agents in the zoo).
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-envs", type=positive_int, default=1, help="parallel envs (episodes are still counted fairly)")
     p.add_argument("--actions", choices=["both", "sampled", "greedy"], default="both",
                    help="action modes played, each on the same env seeds (both: sampled and greedy)")  # fmt: skip
+    p.add_argument("--jobs", type=positive_int, default=None,
+                   help="worker processes for the evaluation units (same episodes as 1; default: 1 for named agents, "
+                        "one per CPU for the zoo's)")  # fmt: skip
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="episode cache: units already evaluated with the same checkpoint bytes, env and options are "
+                        "read from DIR instead of played again (docs/evaluation.md)")  # fmt: skip
     p.add_argument("--ref-score", type=float, default=None, help="S_ref override (default: human score / max return)")
     p.add_argument("--no-random", action="store_true", help="skip the uniform-random baseline (no ratio then)")
     p.add_argument("--n-bootstrap", type=positive_int, default=2000, help="bootstrap replicates for the CIs")
@@ -188,7 +194,9 @@ def _run(args: argparse.Namespace) -> int:
         return _transfer(args, say)
     rims, lstm = list(args.rims), list(args.lstm)
     setting_name = args.setting
+    jobs = args.jobs or 1  # named agents: one process unless --jobs says otherwise
     if not (rims or lstm or args.agent):
+        jobs = args.jobs  # the zoo's agents: one worker per CPU (at most one per task) unless --jobs says otherwise
         if setting_name is None and not args.env:
             setting_name = zoo_default_setting(_zoo_entries())  # the setting the manifest records for its agents
         setting = setting_name or DEFAULT_SETTING
@@ -226,6 +234,8 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         log=say,
         env_options=env_options,
+        jobs=jobs,
+        cache_dir=args.cache_dir,
     )
     comparisons = result.comparisons(args.n_bootstrap, args.bootstrap_seed, args.ci_method, args.n_permutations)
     summaries = result.summaries()
@@ -286,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; results already written are kept", file=sys.stderr)
         return 130
+    except Exception as error:  # a worker process that died or failed unexpectedly: one line, exit code 1
+        runner = sys.modules.get("rims_rl.evaluation.runner")  # not imported yet: it cannot be a worker's error
+        if runner is None or not isinstance(error, runner.EvaluationWorkerError):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -37,29 +37,64 @@ class EvalTarget:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _eval_env_factory(env: Any, split: str) -> Callable[..., VecEnv]:
-    """
+@dataclass(frozen=True)
+class EvalEnvFactory:
+    """Builds the evaluation VecEnv of one split with rims_rl's builder, as training builds it.
+
+    A plain dataclass rather than a closure, so that a target can be sent to an evaluation worker process and named
+    in the episode cache.
+
     :param env: a gymnasium id or a setting
     :param split: the split of a setting ("train" for a plain id)
-    :return: ``factory(n_envs, seed, render_mode, frame_stack, env_kwargs)`` building the evaluation VecEnv with
-        rims_rl's builder, as training builds it
     """
 
-    def factory(
+    env: Any
+    split: str
+
+    def __call__(
+        self,
         n_envs: int = 1,
         seed: int | None = None,
         render_mode: str | None = None,
         frame_stack: int | None = None,
         env_kwargs: dict[str, Any] | None = None,
     ) -> VecEnv:
+        """
+        :param n_envs: parallel envs
+        :param seed: evaluation seed
+        :param render_mode: gymnasium render mode
+        :param frame_stack: frames stacked as in the agent's training (None: the setting's default)
+        :param env_kwargs: extra constructor kwargs as in the agent's training
+        :return: the evaluation VecEnv
+        """
         from rims_rl import envs as rims_envs
 
         kwargs = {**(env_kwargs or {}), **({"render_mode": render_mode} if render_mode else {})}
         return rims_envs.make_eval_vec_env(
-            env, split, n_envs=n_envs, seed=seed, frame_stack=frame_stack, env_kwargs=kwargs or None
+            self.env, self.split, n_envs=n_envs, seed=seed, frame_stack=frame_stack, env_kwargs=kwargs or None
         )
 
-    return factory
+    def identity(self) -> dict[str, Any]:
+        """
+        :return: what decides the envs this factory builds, as plain data (the episode cache's key): the env id, or the
+            setting (every field but its description and file) and the split
+        """
+        if isinstance(self.env, str):
+            return {"env": self.env, "split": self.split}
+        setting = self.env.to_dict()
+        for key in ("description", "source"):
+            setting.pop(key, None)
+        return {"setting": setting, "split": self.split}
+
+
+def _eval_env_factory(env: Any, split: str) -> EvalEnvFactory:
+    """
+    :param env: a gymnasium id or a setting
+    :param split: the split of a setting ("train" for a plain id)
+    :return: ``factory(n_envs, seed, render_mode, frame_stack, env_kwargs)`` building the evaluation VecEnv with
+        rims_rl's builder, as training builds it
+    """
+    return EvalEnvFactory(env, split)
 
 
 def gym_targets(
@@ -75,7 +110,6 @@ def gym_targets(
     """
     targets = []
     for env_id in env_ids:
-
         factory = _eval_env_factory(env_id, "train")  # ALE ids get the Atari preprocessing training used
 
         ref = ref_score
