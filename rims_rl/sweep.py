@@ -33,7 +33,7 @@ SWEEP_KEYS = ("name", "folder", "settings", "seeds", "algos", "n_timesteps", "pa
 #: Keys of one entry of ``algos``.
 ALGO_KEYS = ("algo", "params", "seeds", "n_timesteps")
 #: Keys of ``report`` (evaluator options; ``baseline``: the LSTM entry every RIMs entry is compared with).
-REPORT_KEYS = ("baseline", "n_episodes", "n_envs", "splits", "seeds", "n_bootstrap", "deterministic", "jobs")
+REPORT_KEYS = ("baseline", "n_episodes", "n_envs", "splits", "seeds", "n_bootstrap", "actions", "jobs")
 STOP_FILE = ".stop"
 TRIAL_FILE = "trial.json"
 PROGRESS_FILE = "progress.json"
@@ -165,6 +165,8 @@ def _report_options(value: Any, entries: dict[str, dict[str, Any]]) -> dict[str,
     for key in ("n_episodes", "n_envs", "n_bootstrap", "jobs"):
         if key in report:
             _positive_int(report[key], f"report.{key}")
+    if report.get("actions", "both") not in ("both", "sampled", "greedy"):
+        raise SweepError(f"report.actions must be both, sampled or greedy, got {report['actions']!r}")
     for key, kind in (("splits", str), ("seeds", int)):
         items = report.get(key)
         if items is not None and (not isinstance(items, list) or not items or not all(isinstance(v, kind) for v in items)):
@@ -486,8 +488,8 @@ def run_report(sweep: Sweep, extra: list[str] | None = None, cpus: int | None = 
             options += [flag, str(report[key])]
     if report.get("seeds"):
         options += ["--seeds", *map(str, report["seeds"])]
-    if report.get("deterministic"):
-        options.append("--deterministic")
+    if report.get("actions"):
+        options += ["--actions", str(report["actions"])]
     jobs = report.get("jobs") or cpus or os.cpu_count() or 1
     options += ["--jobs", str(jobs), "--cache-dir", str(sweep.folder / "report" / "cache")]
     written = []

@@ -138,6 +138,8 @@ BASE = {"name": "bad", "settings": ["RimsCueRecall-v0"], "seeds": 1, "algos": ["
         ({"algos": {"ctrl": {"algo": "rims_ppo", "params": {"policy_kwargs.core_kwargs.k_activ": 2}}}}, "k_activ"),
         ({"algos": {"ctrl": {"algo": "rims_ppo", "params": {"learning_rat": 0.1}}}}, "learning_rat"),
         ({"report": {"baseline": "rims_ppo"}}, "report.baseline 'rims_ppo'"),
+        ({"report": {"deterministic": True}}, "deterministic"),  # the evaluator's flag is --actions greedy
+        ({"report": {"actions": "mode"}}, "report.actions must be both, sampled or greedy"),
         ({"n_timesteps": 0}, "n_timesteps must be an integer >= 1"),
     ],
 )
