@@ -562,6 +562,7 @@ def _start_ray(args: argparse.Namespace, cpus: int) -> None:
         ray.init(address=args.address, log_to_driver=False)
     else:
         ray.init(num_cpus=args.num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    _stop_signals()  # ray.init installs its own SIGTERM handler, which kills the driver and with it every trainer
     resources = ray.cluster_resources()
     if resources.get("CPU", 0) < cpus:
         raise SweepError(f"a trial needs {cpus} CPUs but the Ray cluster has {resources.get('CPU', 0):g}")
@@ -680,9 +681,8 @@ def main(argv: list[str] | None = None) -> int:
     :return: exit code (0 all trials done, 1 a trial failed, 2 bad sweep file or usage, 130 interrupted)
     """
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
-    previous = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)  # a batch scheduler's SIGTERM stops the sweep as Ctrl-C does
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    _stop_signals()
     try:
         return run_sweep(args)
     except SweepError as error:
@@ -693,7 +693,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
+
+
+def _stop_signals() -> None:
+    """
+    SIGTERM (a batch scheduler) and SIGINT stop the sweep as Ctrl-C does: trainers checkpoint, then the driver
+    exits. SIGINT is honoured even when the driver was started in the background (``nohup ... &``), where the shell
+    leaves it ignored.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _sigterm_as_ctrl_c(signum: int, frame: Any) -> None:

@@ -71,10 +71,17 @@ def _progress_steps(folder: Path) -> int:
         return 0
 
 
-def test_interrupted_sweep_resumes_exactly(tmp_path: Path) -> None:
+def _background_start() -> None:  # pragma: no cover - runs in the child before exec
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell leaves it for `nohup python sweep.py ... &`
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_sweep_resumes_exactly(tmp_path: Path, stop: signal.Signals) -> None:
     """
-    Ctrl-C of the driver once one trial has finished and another has a checkpoint; the rerun skips the finished
-    trial and resumes the other from its checkpoint, ending with the parameters of an uninterrupted run.
+    Ctrl-C (or a scheduler's SIGTERM) of a driver started in the background, once one trial has finished and another
+    has a checkpoint; the rerun skips the finished trial and resumes the other from its checkpoint, ending with the
+    parameters of an uninterrupted run. (Before: SIGINT was ignored in a background driver, and Ray's own SIGTERM
+    handler killed the driver and every trainer with it.)
     """
     spec = _write(tmp_path / "resume.yml", {
         "name": "resume", "settings": ["RimsCueRecall-v0"], "seeds": [3], "eval_freq": 0, "save_freq": 128,
@@ -88,13 +95,14 @@ def test_interrupted_sweep_resumes_exactly(tmp_path: Path) -> None:
     short, long = sweep.trials
     env = dict(os.environ, OMP_NUM_THREADS="1", RAY_AUTH_MODE="disabled")
     command = [sys.executable, "sweep.py", str(spec), "--folder", str(out), "--num-cpus", "2", "--poll", "0.2", "--no-report"]
-    driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=_background_start)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         while not (trial_state(out, short) == "done" and _progress_steps(out / long.name) >= 256):
             assert driver.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be interrupted"
             time.sleep(0.1)
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(stop)
         output, _ = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
