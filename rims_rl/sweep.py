@@ -273,12 +273,18 @@ def run_folder(sweep_folder: Path, trial: Trial) -> Path | None:
 
 
 def trial_state(sweep_folder: Path, trial: Trial) -> str:
-    """:return: ``done`` (final model present), ``resume`` (a checkpoint to resume from) or ``new``."""
+    """
+    :return: ``done`` (final model present, trained for the trial's budget), ``extend`` (finished at a smaller
+        budget than the sweep now asks: continue it), ``resume`` (a checkpoint to resume from) or ``new``
+    """
     run = run_folder(sweep_folder, trial)
     if run is None:
         return "new"
     if (run / f"{_sanitize(trial.env_id)}.zip").is_file():
-        return "done"
+        from rims_rl.checkpoint import list_checkpoints
+
+        steps = max((n for n, _ in list_checkpoints(run / "checkpoints")), default=None)
+        return "extend" if steps is not None and steps < trial.n_timesteps else "done"
     checkpoints = run / "checkpoints"
     if checkpoints.is_dir() and any(not p.name.startswith(".") for p in checkpoints.glob("*.zip")):
         return "resume"
@@ -348,9 +354,9 @@ def execute_trial(trial: dict[str, Any], sweep_folder: str, threads: int, device
         return {"trial": spec.name, "status": "interrupted", "rc": None, "steps": 0, "fps": 0.0, "seconds": 0.0,
                 "resumed": False, "skipped": False}  # fmt: skip
     common = ["--num-threads", str(threads), "--device", device]
-    if state == "resume":
-        argv = ["--resume", str(run_folder(sweep, spec)), "--no-progress", "--verbose", "1", "--heldout-episodes", "0"]
-        argv += common
+    if state in ("resume", "extend"):
+        argv = ["--resume", str(run_folder(sweep, spec)), "-n", str(spec.n_timesteps), "--no-progress", "--verbose", "1",
+                "--heldout-episodes", "0", *common]  # fmt: skip
     else:
         shutil.rmtree(folder / spec.algo, ignore_errors=True)  # a start that never reached its first checkpoint
         argv = [*spec.argv, "-f", str(folder), *common]
@@ -549,9 +555,24 @@ def _check_folder(sweep: Sweep) -> None:
     """Refuse to mix trials started with other arguments into this sweep folder."""
     for t in sweep.trials:
         saved = _read_json(sweep.folder / t.name / TRIAL_FILE)
+        if saved and _budget_raised(saved.get("argv"), t.argv):
+            continue
         if saved and saved.get("argv") != t.argv:
             raise SweepError(f"{sweep.folder / t.name} was started with other arguments ({' '.join(saved.get('argv', []))}); "
                              "use another --folder or remove that trial folder")  # fmt: skip
+
+
+def _budget_raised(saved: Any, argv: list[str]) -> bool:
+    """:return: whether ``argv`` is ``saved`` with a larger ``-n`` and nothing else changed (the trial is extended)."""
+    if not isinstance(saved, list) or len(saved) != len(argv) or "-n" not in argv:
+        return False
+    i = argv.index("-n")
+    if [*saved[:i + 1], *saved[i + 2:]] != [*argv[:i + 1], *argv[i + 2:]]:
+        return False
+    try:
+        return int(argv[i + 1]) > int(saved[i + 1])
+    except (ValueError, IndexError):
+        return False
 
 
 def _start_ray(args: argparse.Namespace, cpus: int) -> None:
@@ -586,9 +607,10 @@ def run_sweep(args: argparse.Namespace) -> int:  # noqa: C901
             raise SweepError(f"--num-gpus {args.num_gpus:g}: torch sees no CUDA GPU on this machine")
     states = {t.name: trial_state(sweep.folder, t) for t in sweep.trials}
     _check_folder(sweep)
-    counts = {s: sum(v == s for v in states.values()) for s in ("done", "resume", "new")}
+    counts = {s: sum(v == s for v in states.values()) for s in ("done", "resume", "new", "extend")}
+    extend = f", {counts['extend']} to extend" if counts["extend"] else ""
     print(f"Sweep {sweep.name}: {len(sweep.trials)} trials in {sweep.folder} ({counts['done']} done, "
-          f"{counts['resume']} to resume, {counts['new']} to start)")  # fmt: skip
+          f"{counts['resume']} to resume, {counts['new']} to start{extend})")  # fmt: skip
     if args.dry_run:
         for t in sweep.trials:
             print(f"  {t.name:<48} {states[t.name]:<7} {shlex.join(['rims-train', *t.argv])}")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import yaml
 
 from rims_rl.cli.train import main as train_main
 from rims_rl.evaluation.checkpoints import load_model
-from rims_rl.sweep import load_sweep, main, run_folder, trial_state
+from rims_rl.sweep import SweepError, _check_folder, execute_trial, load_sweep, main, run_folder, trial_state
 
 REPO = Path(__file__).resolve().parent.parent
 GRID_ENV = "MiniGrid-RimsPickup-Train-v1"  # the gridworld-pickup setting's training env
@@ -205,3 +206,34 @@ def test_dry_run_lists_the_example_sweeps(tmp_path: Path, capsys: pytest.Capture
     assert main([str(REPO / "sweeps" / "atari.yml"), "--dry-run", "--folder", str(tmp_path / "a")]) == 0
     assert "66 trials" in capsys.readouterr().out
     assert not (tmp_path / "g").exists() and not (tmp_path / "a").exists()
+
+
+def test_raising_the_budget_extends_finished_trials(tmp_path: Path) -> None:
+    """
+    A finished sweep rerun with a larger ``n_timesteps``: its trials are extended (``train.py --resume RUN -n N``),
+    not refused or restarted, and with constant schedules end exactly where a run with the larger budget from the
+    start ends. Any other change to a trial is still refused.
+    """
+    base = {"name": "extend", "settings": ["RimsCueRecall-v0"], "seeds": [2], "eval_freq": 0, "save_freq": 0,
+            "algos": ["rims_ppo"], "params": {"n_epochs": 1, "learning_rate": 1.0e-3}}  # fmt: skip
+    out = tmp_path / "sweep"
+    short = load_sweep(_write(tmp_path / "short.yml", {**base, "n_timesteps": 128}), str(out))
+    (trial,) = short.trials
+    (out / trial.name).mkdir(parents=True)
+    (out / trial.name / "trial.json").write_text(json.dumps({"argv": trial.argv}))
+    assert execute_trial(asdict(trial), str(out), threads=1, device="cpu", poll=0.2)["status"] == "done"
+    longer = load_sweep(_write(tmp_path / "long.yml", {**base, "n_timesteps": 384}), str(out))
+    (extended,) = longer.trials
+    assert trial_state(out, extended) == "extend" and trial_state(out, trial) == "done"
+    _check_folder(longer)  # a raised budget is not "other arguments"
+    result = execute_trial(asdict(extended), str(out), threads=1, device="cpu", poll=0.2)
+    assert result["status"] == "done" and trial_state(out, extended) == "done"
+    assert train_main([*extended.argv, "-f", str(tmp_path / "ref"), "--num-threads", "1", "--device", "cpu"]) == 0
+    ref_run = next((tmp_path / "ref" / "rims_ppo").iterdir())
+    reference = load_model(ref_run / "RimsCueRecall-v0.zip", "cpu").policy.state_dict()
+    grown = load_model(run_folder(out, extended) / "RimsCueRecall-v0.zip", "cpu").policy.state_dict()
+    for name, tensor in reference.items():
+        assert th.equal(tensor, grown[name]), name
+    changed = load_sweep(_write(tmp_path / "lr.yml", {**base, "n_timesteps": 384, "params": {"n_epochs": 2}}), str(out))
+    with pytest.raises(SweepError, match="other arguments"):
+        _check_folder(changed)
