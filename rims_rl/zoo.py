@@ -284,6 +284,21 @@ def _reference_observations(model: Any, n: int = 8) -> list[Any]:
     return [space.sample() for _ in range(n)]
 
 
+def _zoo_state(root: str | Path | None) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """:return: the zoo folder, its manifest and its reference outputs (empty when there are none yet)"""
+    folder = Path(root) if root is not None else zoo_dir()
+    references_path = folder / REFERENCE_NAME
+    references = json.loads(references_path.read_text()) if references_path.is_file() else {}
+    return folder, _read_manifest(folder), references
+
+
+def _write_references(root: Path, references: dict[str, Any]) -> None:
+    from rims_rl.checkpoint import atomic_write
+
+    with atomic_write(root / REFERENCE_NAME) as file:
+        file.write((json.dumps(references, indent=1) + "\n").encode())
+
+
 def convert_zoo(root: str | Path | None = None, log: Any = print) -> list[str]:
     """
     Convert every zoo agent that is still an SB3 pickle zip to the safe format, in place (same path, new hash).
@@ -300,10 +315,7 @@ def convert_zoo(root: str | Path | None = None, log: Any = print) -> list[str]:
     from rims_rl.checkpoint import atomic_write
     from rims_rl.safe_io import is_safe_file, load_model, model_bytes
 
-    root = Path(root) if root is not None else zoo_dir()
-    manifest = _read_manifest(root)
-    references_path = root / REFERENCE_NAME
-    references = json.loads(references_path.read_text()) if references_path.is_file() else {}
+    root, manifest, references = _zoo_state(root)
     converted = []
     for item in manifest["agents"]:
         entry = ZooEntry(**{k: v for k, v in item.items() if k in ZooEntry.__dataclass_fields__})
@@ -323,8 +335,7 @@ def convert_zoo(root: str | Path | None = None, log: Any = print) -> list[str]:
         item["sha256"] = hashlib.sha256(new).hexdigest()
         references[entry.id] = {"observations": np.asarray(observations).tolist(), **expected}
         _write_manifest(root, manifest)
-        with atomic_write(references_path) as file:
-            file.write((json.dumps(references, indent=1) + "\n").encode())
+        _write_references(root, references)
         converted.append(entry.id)
         log(f"{entry.id}: converted ({len(data)} -> {len(new)} bytes), identical actions and probabilities")
     return converted
@@ -351,14 +362,11 @@ def add_runs(
     from rims_rl.checkpoint import atomic_write
     from rims_rl.safe_io import load_model, model_bytes
 
-    root = Path(root) if root is not None else zoo_dir()
-    manifest = _read_manifest(root)
-    references_path = root / REFERENCE_NAME
-    references = json.loads(references_path.read_text()) if references_path.is_file() else {}
+    root, manifest, references = _zoo_state(root)
     kept = []
     for item in manifest["agents"]:
         if isinstance(item, dict) and item.get("setting") in drop_settings:
-            references.pop(item.get("id"), None)
+            references.pop(str(item.get("id")), None)
             with contextlib.suppress(FileNotFoundError):
                 _inside(root, str(item.get("path")), str(item.get("id"))).unlink()
             log(f"{item.get('id')}: removed ({item.get('setting')})")
@@ -402,8 +410,7 @@ def add_runs(
         entries.append(entry)
         log(f"{agent_id}: added ({len(data):,} bytes, {model.num_timesteps:,} steps)")
     _write_manifest(root, manifest)
-    with atomic_write(references_path) as file:
-        file.write((json.dumps(references, indent=1) + "\n").encode())
+    _write_references(root, references)
     return entries
 
 
