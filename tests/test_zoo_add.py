@@ -53,3 +53,15 @@ def test_add_refuses_unfinished_runs_with_one_line(tmp_path: Path, capsys: pytes
     (tmp_path / "zoo").mkdir()
     assert zoo.main(["add", str(tmp_path), "--root", str(tmp_path / "zoo")]) == 2
     assert capsys.readouterr().err.strip().endswith("is not a train.py run folder (no args.yml)")
+
+
+def test_manifest_evaluation_defaults(tmp_path: Path) -> None:
+    """The manifest's per-setting episode budget for ``evaluate.py`` with no arguments; malformed ones are refused."""
+    (tmp_path / "manifest.json").write_text(json.dumps({"version": 1, "agents": [],
+                                                        "evaluation": {"gridworld-pickup": {"n_episodes": 50}}}))  # fmt: skip
+    assert zoo.zoo_evaluation("gridworld-pickup", tmp_path) == {"n_episodes": 50}
+    assert zoo.zoo_evaluation("minatar", tmp_path) == {}
+    for bad in ({"n_episodes": 0}, {"n_episodes": "50"}, {"episodes": 50}, [50]):
+        (tmp_path / "manifest.json").write_text(json.dumps({"agents": [], "evaluation": {"gridworld-pickup": bad}}))
+        with pytest.raises(ValueError, match=r"evaluation\.gridworld-pickup"):
+            zoo.zoo_evaluation("gridworld-pickup", tmp_path)

@@ -127,6 +127,29 @@ def _zoo_defaults(setting: str) -> tuple[list[str], list[str]]:
     return [e.id for e in entries if e.core == "rims"], [e.id for e in entries if e.core == "lstm"]
 
 
+def _zoo_run(args: argparse.Namespace, setting: str, say: Any) -> tuple[list[str], list[str]]:
+    """
+    The no-argument run: the zoo's RIMs and LSTM agents of ``setting``, with the manifest's episode budget unless
+    ``-n`` is given (so the README's table is this command's output). Prints what it will play, or how to train
+    agents when the zoo has none (then returns empty lists).
+    """
+    rims, lstm = _zoo_defaults(setting)
+    if not rims or not lstm:
+        print(NO_AGENTS_MESSAGE.format(setting=setting))
+        return [], []
+    if args.n_episodes is None:
+        from rims_rl.zoo import zoo_evaluation
+
+        try:
+            args.n_episodes = zoo_evaluation(setting).get("n_episodes")
+        except ValueError as error:
+            raise CliError(str(error)) from None
+    episodes = f"{args.n_episodes} episodes" if args.n_episodes else "the setting's episode count"
+    say(f"the zoo's {len(rims)} RIMs and {len(lstm)} LSTM agents on {setting}: {episodes} per split, agent and "
+        f"action mode ({args.actions})")  # fmt: skip
+    return rims, lstm
+
+
 NO_AGENTS_MESSAGE = """No pretrained RIMs and LSTM agents for {setting} are installed in the zoo (zoo/manifest.json),
 so there is nothing to compare yet. Train one of each, then evaluate the run folders:
 
@@ -199,10 +222,8 @@ def _run(args: argparse.Namespace) -> int:
         jobs = args.jobs  # the zoo's agents: one worker per CPU (at most one per task) unless --jobs says otherwise
         if setting_name is None and not args.env:
             setting_name = zoo_default_setting(_zoo_entries())  # the setting the manifest records for its agents
-        setting = setting_name or DEFAULT_SETTING
-        rims, lstm = _zoo_defaults(setting)
+        rims, lstm = _zoo_run(args, setting_name or DEFAULT_SETTING, say)
         if not rims or not lstm:
-            print(NO_AGENTS_MESSAGE.format(setting=setting))
             return EXIT_NOTHING_TO_EVALUATE
     setting = setting_name or DEFAULT_SETTING  # where to evaluate is checked before the agents are looked up
     if args.env:
