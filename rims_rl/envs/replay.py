@@ -82,6 +82,7 @@ class ReplayRecorder(gym.Wrapper):
         self.reset_seed: int | None = None
         self.reset_options: dict[str, Any] | None = None
         self.reset_emulator: dict[str, Any] | None = None
+        self.reset_carrying: list[int] | None = None
         self.actions: list[Any] = []
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -91,6 +92,10 @@ class ReplayRecorder(gym.Wrapper):
         self.reset_seed, self.reset_options = seed, options
         if self.ale is not None and self.not_capturable is None:
             self.reset_emulator = self._emulator_state()
+        # MiniGrid clears the carried object only after generating the layout, which may look at it (a first-view
+        # check does): a reset after a pick-up depends on what was picked up.
+        carried = getattr(self.env.unwrapped, "carrying", None)
+        self.reset_carrying = [int(v) for v in carried.encode()] if hasattr(carried, "encode") else None
         self.actions = []
         return self.env.reset(seed=seed, options=options)
 
@@ -137,6 +142,7 @@ class ReplayRecorder(gym.Wrapper):
             "reset_seed": self.reset_seed,
             "reset_options": self.reset_options,
             "reset_emulator": self.reset_emulator,
+            "reset_carrying": self.reset_carrying,
             "actions": np.stack(self.actions) if self.actions else None,
             "n_actions": len(self.actions),
             "action_space_rng": generator_state(space_rng),
@@ -157,6 +163,10 @@ class ReplayRecorder(gym.Wrapper):
                 self._restore_emulator(state["reset_emulator"])
             if state["reset_rng"] is not None:
                 self.env.unwrapped._np_random = make_generator(state["reset_rng"])  # type: ignore[attr-defined]
+            if state.get("reset_carrying") is not None:
+                from minigrid.core.world_object import WorldObj
+
+                self.env.unwrapped.carrying = WorldObj.decode(*state["reset_carrying"])  # type: ignore[attr-defined]
             self.reset(seed=state["reset_seed"], options=state["reset_options"])
             actions = state["actions"]
             for i in range(int(state["n_actions"])):
