@@ -419,9 +419,7 @@ def add_runs(
         rel = Path("agents") / (agent_id.replace("/", "__") + ".zip")
         with atomic_write(root / rel) as file:
             file.write(data)
-        words = (run / "command.txt").read_text().split() if (run / "command.txt").is_file() else []
-        drop = {i for i, w in enumerate(words) if w in ("-f", "--log-folder")}
-        command = " ".join(w for i, w in enumerate(words) if i not in drop and i - 1 not in drop) or None
+        command = _run_command(run, args["algo"], args["env"])
         core = "rims" if args["algo"] == "rims_ppo" else "lstm"
         entry = ZooEntry(agent_id, args["algo"], core, args["setting"], args["env_id"], rel.as_posix(),
                          hashlib.sha256(data).hexdigest(), int(args["seed"]), int(model.num_timesteps), command)  # fmt: skip
@@ -433,6 +431,30 @@ def add_runs(
     _write_manifest(root, manifest)
     _write_references(root, references)
     return entries
+
+
+def _run_command(run: Path, algo: str, env: str) -> str | None:
+    """
+    :return: the commands that trained a run, without its log folder: the first line of its ``command.txt``, then each
+        extension (``--resume RUN -n N``) as ``--algo A --env E ... --resume``, which resumes the newest run of that
+        algo and env wherever the first command put it; None without a ``command.txt``
+    """
+    import shlex
+
+    lines = (run / "command.txt").read_text().splitlines() if (run / "command.txt").is_file() else []
+    commands = []
+    for number, line in enumerate(filter(None, map(str.strip, lines))):
+        words = shlex.split(line)
+        drop = set()
+        for i, word in enumerate(words):
+            if word in ("-f", "--log-folder", "--resume"):  # the flag and its value (--resume may have none)
+                has_value = i + 1 < len(words) and not (word == "--resume" and words[i + 1].startswith("-"))
+                drop |= {i, i + 1} if has_value else {i}
+        kept = [w for i, w in enumerate(words) if i not in drop]
+        if number > 0:
+            kept = [kept[0], "--algo", algo, "--env", env, *kept[1:], "--resume"]
+        commands.append(shlex.join(kept))
+    return " && ".join(commands) or None
 
 
 def main(argv: list[str] | None = None) -> int:

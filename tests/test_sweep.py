@@ -228,6 +228,10 @@ def test_raising_the_budget_extends_finished_trials(tmp_path: Path) -> None:
     _check_folder(longer)  # a raised budget is not "other arguments"
     result = execute_trial(asdict(extended), str(out), threads=1, device="cpu", poll=0.2)
     assert result["status"] == "done" and trial_state(out, extended) == "done"
+    record = run_folder(out, extended)  # the run's record says what it is now trained for, and how
+    assert yaml.safe_load((record / "args.yml").read_text())["n_timesteps"] == 384
+    first, extension = (record / "command.txt").read_text().splitlines()
+    assert "-n 128" in first and extension.startswith(f"rims-train --resume {record} -n 384")
     assert train_main([*extended.argv, "-f", str(tmp_path / "ref"), "--num-threads", "1", "--device", "cpu"]) == 0
     ref_run = next((tmp_path / "ref" / "rims_ppo").iterdir())
     reference = load_model(ref_run / "RimsCueRecall-v0.zip", "cpu").policy.state_dict()

@@ -65,3 +65,17 @@ def test_manifest_evaluation_defaults(tmp_path: Path) -> None:
         (tmp_path / "manifest.json").write_text(json.dumps({"agents": [], "evaluation": {"gridworld-pickup": bad}}))
         with pytest.raises(ValueError, match=r"evaluation\.gridworld-pickup"):
             zoo.zoo_evaluation("gridworld-pickup", tmp_path)
+
+
+def test_manifest_command_of_an_extended_run(tmp_path: Path) -> None:
+    """An extended run's command.txt has its first command and then one ``--resume RUN -n N`` line per extension
+    (train.py appends it); the manifest keeps both, without machine paths, the extension resuming the newest run."""
+    (tmp_path / "command.txt").write_text(
+        "rims-train --algo lstm_ppo --env gridworld-pickup --seed 0 -n 500000 -f /x/sweep --num-threads 1\n"
+        "rims-train --resume /x/sweep/lstm_ppo/MiniGrid-RimsPickup-Train-v1_1 -n 750000 --num-threads 1\n"
+    )
+    assert zoo._run_command(tmp_path, "lstm_ppo", "gridworld-pickup") == (
+        "rims-train --algo lstm_ppo --env gridworld-pickup --seed 0 -n 500000 --num-threads 1 && "
+        "rims-train --algo lstm_ppo --env gridworld-pickup -n 750000 --num-threads 1 --resume"
+    )
+    assert zoo._run_command(tmp_path / "missing", "lstm_ppo", "gridworld-pickup") is None

@@ -520,6 +520,11 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
             print(f"{run_folder} already finished ({done} of {n_timesteps} timesteps); nothing to do (a larger -n continues)")
             return 0
         remove_tmp_files(run_folder)
+        if n_timesteps > saved["n_timesteps"]:  # an extension: the run's record says what it is now trained for
+            saved["n_timesteps"] = n_timesteps
+            _write_yaml(run_folder / "args.yml", saved)
+            with open(run_folder / "command.txt", "a") as file:
+                file.write(shlex.join(["rims-train", *argv]) + "\n")
         print(f"Resuming {run_folder} from {resume_from}")
     else:
         algo = args.algo
