@@ -522,7 +522,10 @@ def run_report(sweep: Sweep, extra: list[str] | None = None, cpus: int | None = 
             before = set((sweep.folder / "report").glob(f"{name}_*"))
             argv = ["--rims", *rims_runs, "--lstm", *lstm_runs, *where, "-o", str(sweep.folder / "report"), "--name", name,
                     "-q", *options, *(extra or [])]  # fmt: skip
-            if evaluate_main(argv) != 0:
+            rc = evaluate_main(argv)
+            if rc == 130:  # Ctrl-C or SIGTERM inside the evaluator: stop the report, not just this comparison
+                raise KeyboardInterrupt
+            if rc != 0:
                 print(f"report {name}: the evaluator failed (rims-evaluate {' '.join(argv)})", file=sys.stderr)
                 continue
             written += sorted(set((sweep.folder / "report").glob(f"{name}_*")) - before)
@@ -616,9 +619,7 @@ def run_sweep(args: argparse.Namespace) -> int:  # noqa: C901
             print(f"  {t.name:<48} {states[t.name]:<7} {shlex.join(['rims-train', *t.argv])}")
         return 0
     if args.report:
-        written = run_report(sweep, cpus=args.num_cpus)
-        print("report: " + (", ".join(map(str, written)) or "nothing written"))
-        return 0
+        return _report(sweep, args.num_cpus)
     sweep.folder.mkdir(parents=True, exist_ok=True)
     (sweep.folder / STOP_FILE).unlink(missing_ok=True)
     if Path(args.sweep_file).resolve() != (sweep.folder / "sweep.yml").resolve():
@@ -686,13 +687,24 @@ def run_sweep(args: argparse.Namespace) -> int:  # noqa: C901
     _write_json(sweep.folder / "summary.json", {"trials": results})
     (sweep.folder / "summary.md").write_text(table + "\n")
     complete = all(trial_state(sweep.folder, t) == "done" for t in sweep.trials)
-    if complete and not args.no_report:
-        written = run_report(sweep, cpus=args.num_cpus)
-        print("report: " + (", ".join(map(str, written)) or "nothing written"))
+    if complete and not args.no_report and _report(sweep, args.num_cpus) == 130:
+        return 130
     if interrupted:
         print(f"Interrupted. Resume with: rims-sweep {args.sweep_file}" + (f" --folder {args.folder}" if args.folder else ""))
         return 130
     return 0 if complete else 1
+
+
+def _report(sweep: Sweep, cpus: int | None) -> int:
+    """:return: 0, or 130 when the report was interrupted (comparisons written before it and the cache are kept)"""
+    try:
+        written = run_report(sweep, cpus=cpus)
+    except KeyboardInterrupt:
+        print("rims-sweep: report interrupted; the comparisons written before it and the episode cache are kept",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    print("report: " + (", ".join(map(str, written)) or "nothing written"))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

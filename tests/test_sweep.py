@@ -241,3 +241,22 @@ def test_raising_the_budget_extends_finished_trials(tmp_path: Path) -> None:
     changed = load_sweep(_write(tmp_path / "lr.yml", {**base, "n_timesteps": 384, "params": {"n_epochs": 2}}), str(out))
     with pytest.raises(SweepError, match="other arguments"):
         _check_folder(changed)
+
+
+def test_an_interrupted_report_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Ctrl-C or SIGTERM during ``--report`` (the evaluator returns 130) stops the whole report with exit code 130;
+    before, the next comparison started, so a report sent SIGTERM kept running."""
+    import rims_rl.cli.evaluate as evaluate_cli
+    import rims_rl.sweep as sweep_module
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(evaluate_cli, "main", lambda argv: calls.append(argv) or 130)
+    monkeypatch.setattr(sweep_module, "trial_state", lambda folder, trial: "done")
+    monkeypatch.setattr(sweep_module, "run_folder", lambda folder, trial: tmp_path / trial.name)
+    algos = {"rims_ppo": {}, "lstm_ppo": {}, "rims_b": {"algo": "rims_ppo"}}
+    spec = _write(tmp_path / "two.yml", {"name": "two", "settings": ["gridworld-pickup"], "seeds": 1, "n_timesteps": 64,
+                                         "algos": algos})  # fmt: skip
+    assert main([str(spec), "--folder", str(tmp_path / "out"), "--report"]) == 130
+    assert len(calls) == 1  # the second comparison (rims_b) never started
+    assert "report interrupted" in capsys.readouterr().err
