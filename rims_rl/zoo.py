@@ -114,22 +114,25 @@ def list_zoo(root: str | Path | None = None) -> list[ZooEntry]:
 
 def zoo_evaluation(setting: str, root: str | Path | None = None) -> dict[str, Any]:
     """
-    The manifest's evaluation defaults for a setting (``"evaluation": {"<setting>": {"n_episodes": 50}}``): what
-    ``evaluate.py`` with no arguments plays, so that the README's table is that command's output.
+    The manifest's evaluation defaults for a setting (``"evaluation": {"<setting>": {"n_episodes": 50, "n_envs": 4}}``):
+    what ``evaluate.py`` with no arguments plays, so that the README's table is that command's output (the episodes
+    played depend on both: the number of envs decides which env seed plays which episode).
 
     :param setting: setting name
     :param root: zoo folder
-    :return: e.g. ``{"n_episodes": 50}`` (empty when the manifest sets none)
+    :return: e.g. ``{"n_episodes": 50, "n_envs": 4}`` (empty when the manifest sets none)
     :raises ValueError: a malformed entry
     """
     root = Path(root) if root is not None else zoo_dir()
     data = _read_manifest(root).get("evaluation", {})
     entry = data.get(setting, {}) if isinstance(data, dict) else None
-    if not isinstance(entry, dict) or set(entry) - {"n_episodes"}:
-        raise ValueError(f"corrupt zoo manifest {root / MANIFEST_NAME}: evaluation.{setting} must be {{'n_episodes': N}}")
-    n = entry.get("n_episodes")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"corrupt zoo manifest {root / MANIFEST_NAME}: evaluation.{setting}.n_episodes must be >= 1")
+    if not isinstance(entry, dict) or set(entry) - {"n_episodes", "n_envs"}:
+        raise ValueError(f"corrupt zoo manifest {root / MANIFEST_NAME}: evaluation.{setting} must be "
+                         "{'n_episodes': N, 'n_envs': M} (either optional)")  # fmt: skip
+    for key in ("n_episodes", "n_envs"):
+        n = entry.get(key)
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ValueError(f"corrupt zoo manifest {root / MANIFEST_NAME}: evaluation.{setting}.{key} must be >= 1")
     return dict(entry)
 
 

@@ -232,11 +232,15 @@ def test_no_arguments_use_the_manifest_setting(agents, tmp_path, monkeypatch):
     for core in ("rims", "lstm"):
         add_to_zoo(agents[core], f"poles/{core}", f"{core}_ppo", core, "cartpole-poles", "CartPole-v1", 0, root=zoo)
     assert zoo_default_setting(list_zoo(zoo)) == "cartpole-poles"
+    manifest = json.loads((zoo / "manifest.json").read_text())  # the evaluation budget the README's table used
+    manifest["evaluation"] = {"cartpole-poles": {"n_episodes": 3, "n_envs": 2}}
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
     assert main(["--n-bootstrap", "50", "-o", str(tmp_path / "eval"), "-q"]) == 0
     (out,) = list((tmp_path / "eval").iterdir())
     assert out.name.startswith("cartpole-poles")
     data = json.loads((out / "results.json").read_text())
     assert data["meta"]["setting"] == "cartpole-poles"
+    assert data["meta"]["n_envs"] == 2 and {t["n_episodes"] for t in data["meta"]["targets"]} == {3}
     assert [a["label"] for a in data["meta"]["agents"]] == ["poles/rims", "poles/lstm"]
     # only one core in a setting: that setting is not chosen; none with both: nothing to evaluate
     entries = [e for e in list_zoo(zoo) if e.core == "rims"]

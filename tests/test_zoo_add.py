@@ -61,7 +61,9 @@ def test_manifest_evaluation_defaults(tmp_path: Path) -> None:
                                                         "evaluation": {"gridworld-pickup": {"n_episodes": 50}}}))  # fmt: skip
     assert zoo.zoo_evaluation("gridworld-pickup", tmp_path) == {"n_episodes": 50}
     assert zoo.zoo_evaluation("minatar", tmp_path) == {}
-    for bad in ({"n_episodes": 0}, {"n_episodes": "50"}, {"episodes": 50}, [50]):
+    (tmp_path / "manifest.json").write_text(json.dumps({"agents": [], "evaluation": {"g": {"n_envs": 4}}}))
+    assert zoo.zoo_evaluation("g", tmp_path) == {"n_envs": 4}
+    for bad in ({"n_episodes": 0}, {"n_episodes": "50"}, {"episodes": 50}, [50], {"n_envs": 0}, {"n_envs": 2.0}):
         (tmp_path / "manifest.json").write_text(json.dumps({"agents": [], "evaluation": {"gridworld-pickup": bad}}))
         with pytest.raises(ValueError, match=r"evaluation\.gridworld-pickup"):
             zoo.zoo_evaluation("gridworld-pickup", tmp_path)

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="episodes per env and seed (default: the setting's n_eval_episodes, or 10)")  # fmt: skip
     p.add_argument("--seeds", type=non_negative_int, nargs="+", default=None,
                    help="evaluation seeds (default: the setting's, or 0)")  # fmt: skip
-    p.add_argument("--n-envs", type=positive_int, default=1, help="parallel envs (episodes are still counted fairly)")
+    p.add_argument("--n-envs", type=positive_int, default=None,
+                   help="parallel envs (episodes are still counted fairly, but which episodes are played depends on it; "
+                        "default 1, or the zoo manifest's for the zoo's agents)")  # fmt: skip
     p.add_argument("--actions", choices=["both", "sampled", "greedy"], default="both",
                    help="action modes played, each on the same env seeds (both: sampled and greedy)")  # fmt: skip
     p.add_argument("--jobs", type=positive_int, default=None,
@@ -137,16 +139,17 @@ def _zoo_run(args: argparse.Namespace, setting: str, say: Any) -> tuple[list[str
     if not rims or not lstm:
         print(NO_AGENTS_MESSAGE.format(setting=setting))
         return [], []
-    if args.n_episodes is None:
-        from rims_rl.zoo import zoo_evaluation
+    from rims_rl.zoo import zoo_evaluation
 
-        try:
-            args.n_episodes = zoo_evaluation(setting).get("n_episodes")
-        except ValueError as error:
-            raise CliError(str(error)) from None
+    try:
+        defaults = zoo_evaluation(setting)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    args.n_episodes = defaults.get("n_episodes") if args.n_episodes is None else args.n_episodes
+    args.n_envs = defaults.get("n_envs") if args.n_envs is None else args.n_envs
     episodes = f"{args.n_episodes} episodes" if args.n_episodes else "the setting's episode count"
     say(f"the zoo's {len(rims)} RIMs and {len(lstm)} LSTM agents on {setting}: {episodes} per split, agent and "
-        f"action mode ({args.actions})")  # fmt: skip
+        f"action mode ({args.actions}), {args.n_envs or 1} env(s) at a time")  # fmt: skip
     return rims, lstm
 
 
@@ -225,6 +228,7 @@ def _run(args: argparse.Namespace) -> int:
         rims, lstm = _zoo_run(args, setting_name or DEFAULT_SETTING, say)
         if not rims or not lstm:
             return EXIT_NOTHING_TO_EVALUATE
+    args.n_envs = args.n_envs or 1
     setting = setting_name or DEFAULT_SETTING  # where to evaluate is checked before the agents are looked up
     if args.env:
         targets = gym_targets(args.env, args.n_episodes or 10, args.seeds or [0], args.ref_score)
