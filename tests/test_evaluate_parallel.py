@@ -166,7 +166,7 @@ def test_jobs_on_a_setting_split_with_zoo_agents(tmp_path: Path) -> None:
     """Setting targets (the setting itself goes to the workers) and zoo agents (workers re-read and check the bytes):
     ``--jobs 2`` equals ``--jobs 1`` on the gridworld, and the cache gives the same numbers back."""
     argv = ["--rims", "gridworld-pickup/rims_ppo/seed0", "--lstm", "gridworld-pickup/lstm_ppo/seed0", "--setting",
-            "gridworld-pickup-v0", "--splits", "novel-obstacles", "-n", "4", "--seeds", "0", "--n-bootstrap", "20",
+            "gridworld-pickup", "--splits", "novel-distractors", "-n", "4", "--seeds", "0", "--n-bootstrap", "20",
             "--n-permutations", "20", "-q"]  # fmt: skip
     numbers = []
     for name, extra in (("one", ["--jobs", "1"]), ("two", ["--jobs", "2", "--cache-dir", str(tmp_path / "cache")]),

@@ -211,7 +211,7 @@ def test_no_unpickling_in_default_evaluate_and_zoo(tmp_path: Path, monkeypatch: 
     assert entries, "the repository zoo is empty"
     for entry in entries:
         assert load_zoo_agent(entry.id).policy.core_name == entry.core
-    argv = ["-n", "1", "--seeds", "0", "--splits", "novel-obstacles", "--n-bootstrap", "20", "-o", str(tmp_path), "-q"]
+    argv = ["-n", "1", "--seeds", "0", "--splits", "novel-distractors", "--n-bootstrap", "20", "-o", str(tmp_path), "-q"]
     assert evaluate_cli.main(argv) == 0
 
 
