@@ -94,8 +94,8 @@ class ReplayRecorder(gym.Wrapper):
             self.reset_emulator = self._emulator_state()
         # MiniGrid clears the carried object only after generating the layout, which may look at it (a first-view
         # check does): a reset after a pick-up depends on what was picked up.
-        carried = getattr(self.env.unwrapped, "carrying", None)
-        self.reset_carrying = [int(v) for v in carried.encode()] if hasattr(carried, "encode") else None
+        encode = getattr(getattr(self.env.unwrapped, "carrying", None), "encode", None)
+        self.reset_carrying = None if encode is None else [int(v) for v in encode()]
         self.actions = []
         return self.env.reset(seed=seed, options=options)
 
