@@ -481,6 +481,7 @@ def run_report(sweep: Sweep, extra: list[str] | None = None, cpus: int | None = 
     :param extra: more evaluator arguments
     :param cpus: the sweep's CPU count (default: this machine's)
     :return: the result folders written
+    :raises KeyboardInterrupt: Ctrl-C or SIGTERM during a comparison (the folders written before it are kept)
     """
     from rims_rl.cli.evaluate import main as evaluate_main
 
