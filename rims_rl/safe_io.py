@@ -104,6 +104,8 @@ class Encoder:
         self.tensors: dict[str, th.Tensor] = {}
         self.arrays: dict[str, np.ndarray] = {}
         self._names: dict[type, str] | None = None
+        self._views: dict[tuple[Any, ...], str] = {}
+        """(storage, offset, shape, stride, dtype, device) -> the name already given to that view of memory"""
 
     def _class_name(self, cls: type) -> str:
         if self._names is None:
@@ -126,9 +128,7 @@ class Encoder:
         if isinstance(value, float):
             return value if math.isfinite(value) else {"__float__": repr(value)}
         if isinstance(value, th.Tensor):
-            name = f"{self.prefix}t{len(self.tensors)}"
-            self.tensors[name] = value.detach().cpu().contiguous().clone()
-            return {"__tensor__": name}
+            return {"__tensor__": self._tensor_name(value)}
         if isinstance(value, np.ndarray):
             if value.dtype == object:
                 raise TypeError("object arrays cannot be stored safely")
@@ -159,6 +159,23 @@ class Encoder:
         if schedule is not None:
             return {"__schedule__": schedule}
         raise TypeError(f"{type(value).__module__}.{type(value).__qualname__} cannot be stored safely")
+
+    def _tensor_name(self, value: th.Tensor) -> str:
+        """
+        :return: the entry holding ``value``; one entry for every alias of the same view of memory (a policy's
+            shared features extractor appears three times in its state dict under different keys)
+        """
+        key = None
+        if value.numel() > 0 and value.layout == th.strided:
+            key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.stride(),
+                   value.dtype, value.device)  # fmt: skip
+            if key in self._views:
+                return self._views[key]
+        name = f"{self.prefix}t{len(self.tensors)}"
+        self.tensors[name] = value.detach().cpu().contiguous().clone()
+        if key is not None:
+            self._views[key] = name
+        return name
 
     def _space(self, space: spaces.Space) -> dict[str, Any]:
         if isinstance(space, spaces.Box):

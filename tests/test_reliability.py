@@ -436,3 +436,33 @@ def test_safe_format_round_trip_and_export(tmp_path: Path, safe_model: Path) -> 
     a = load_model(safe_model, device="cpu").policy.state_dict()
     b = RecurrentPPO.load(exported, device="cpu").policy.state_dict()
     assert all(th.equal(a[k], b[k]) for k in a)
+
+
+def test_safe_format_stores_aliased_tensors_once(tmp_path: Path) -> None:
+    """A shared features extractor is one module under three state-dict keys (features_extractor,
+    pi_features_extractor, vf_features_extractor): the file holds its weights once, and a reload is equal."""
+    from rims_rl import RecurrentPPO as RimsPPO
+    from rims_rl.safe_io import Encoder, load_model, save_model
+    from rims_rl.torch_layers import MinAtarCNN
+
+    enc = Encoder()
+    w = th.arange(6.0).reshape(2, 3)
+    refs = [enc.encode(x)["__tensor__"] for x in (w, w, w.view(2, 3), w[0], w.clone(), th.zeros(0), th.zeros(0))]
+    assert refs == ["t0", "t0", "t0", "t1", "t2", "t3", "t4"]  # the same view once; a row, a copy, empties apart
+
+    kwargs = dict(features_extractor_class=MinAtarCNN, features_extractor_kwargs=dict(features_dim=16), lstm_hidden_size=8)
+    model = RimsPPO("MlpRimsPolicy", "RimsMinAtar/Breakout-v0", n_steps=8, batch_size=8, policy_kwargs=kwargs,
+                         device="cpu")  # fmt: skip
+    state = model.policy.state_dict()
+    extractor = [k for k in state if k.startswith("features_extractor.")]
+    assert extractor and all(
+        state[k].data_ptr() == state["pi_" + k].data_ptr() == state["vf_" + k].data_ptr() for k in extractor
+    )
+    enc = Encoder()
+    enc.encode(model.get_parameters())
+    optimizer_tensors = sum(isinstance(v, th.Tensor) for s in model.policy.optimizer.state_dict()["state"].values()
+                            for v in s.values())  # fmt: skip
+    assert len(enc.tensors) == len(state) - 2 * len(extractor) + optimizer_tensors
+    path = save_model(model, tmp_path / "m.zip")
+    loaded = load_model(path, device="cpu").policy.state_dict()
+    assert loaded.keys() == state.keys() and all(th.equal(loaded[k], state[k]) for k in state)
