@@ -264,7 +264,7 @@ def add_to_zoo(
 def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=2)
+        json.dump(manifest, f, indent=1)
         f.write("\n")
     os.replace(tmp_name, root / MANIFEST_NAME)
 
