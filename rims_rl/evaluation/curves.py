@@ -5,6 +5,11 @@ mean return of ``--eval-episodes`` episodes every ``--eval-freq`` steps). Seeds 
 band is the 95% t-interval of the seed means (and each seed is drawn thinly). The flatness check compares each
 seed's score over the last two evaluation points with the two points one window earlier (``window`` steps, default
 a fifth of the budget), paired by seed: a small gain whose interval covers 0 says the curves have flattened.
+A group of one seed has no interval: no band, "n/a (1 seed)" in the table, empty interval cells in the CSV.
+
+Scores of different games are never averaged: a sweep folder of several envs (say the five MinAtar games) gives
+one set of files per game, ``OUT/<env>/learning_curves.{png,csv,md}``, and ``OUT/learning_curves.md`` with every
+game's flatness table; a sweep of one env writes ``OUT/learning_curves.{png,csv,md}`` with groups named by entry.
 
 Command line::
 
@@ -61,14 +66,14 @@ def seed_curves(runs: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
 def t_interval(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     :param values: samples along ``axis`` (the seeds)
-    :return: (mean, lower, upper) of the 95% t-interval of the mean (lower = upper = mean for one sample)
+    :return: (mean, lower, upper) of the 95% t-interval of the mean (lower and upper NaN for one sample: no interval)
     """
     from scipy import stats
 
     n = values.shape[axis]
     mean = values.mean(axis=axis)
     if n < 2:
-        return mean, mean, mean
+        return mean, np.full_like(mean, np.nan), np.full_like(mean, np.nan)
     half = stats.t.ppf(0.975, n - 1) * values.std(axis=axis, ddof=1) / np.sqrt(n)
     return mean, mean - half, mean + half
 
@@ -81,7 +86,7 @@ def flatness(steps: np.ndarray, scores: np.ndarray, window: int | None = None) -
     :param steps: evaluation steps
     :param scores: (n_seeds, n_points)
     :param window: steps between the two windows (default: a fifth of the last step)
-    :return: gain, its 95% t-interval over seeds, the steps compared, the number of seeds
+    :return: gain, its 95% t-interval over seeds (NaN for one seed), the steps compared, the number of seeds
     """
     window = int(window or steps[-1] // 5)
     end = scores[:, -2:].mean(axis=1)
@@ -93,28 +98,43 @@ def flatness(steps: np.ndarray, scores: np.ndarray, window: int | None = None) -
             "to_step": int(steps[-1]), "n_seeds": int(scores.shape[0])}  # fmt: skip
 
 
-def sweep_groups(sweep_folder: str | Path) -> dict[str, list[Path]]:
+def sweep_games(sweep_folder: str | Path) -> dict[str, dict[str, list[Path]]]:
     """
     :param sweep_folder: a sweep folder (``<env>__<entry>__s<seed>/<algo>/<env id>_<n>/`` per trial)
-    :return: entry -> finished run folders (those with a final model), seeds in order
+    :return: env -> entry -> finished run folders (those with a final model), seeds in order; every env with a
+        trial folder is a key, ``{}`` while none of its runs has finished
     """
-    groups: dict[str, list[tuple[int, Path]]] = {}
+    games: dict[str, dict[str, list[tuple[int, Path]]]] = {}
     for trial in sorted(Path(sweep_folder).iterdir()):
         match = _TRIAL.match(trial.name)
         if not trial.is_dir() or match is None:
             continue
+        groups = games.setdefault(match["env"], {})
         for config in sorted(trial.glob("*/*/config.yml")):
             run = config.parent
             final = run / (run.name.rsplit("_", 1)[0] + ".zip")
             if final.is_file() and (run / "evaluations.npz").is_file():
                 groups.setdefault(match["entry"], []).append((int(match["seed"]), run))
-    return {entry: [run for _, run in sorted(runs)] for entry, runs in groups.items()}
+    return {env: {entry: [run for _, run in sorted(runs)] for entry, runs in groups.items()} for env, groups in games.items()}
+
+
+def sweep_groups(sweep_folder: str | Path) -> dict[str, list[Path]]:
+    """
+    :param sweep_folder: a sweep folder (see :func:`sweep_games`)
+    :return: group -> finished run folders, seeds in order; a group is the entry (``rims_ppo``) in a sweep of one
+        env and ``<env>/<entry>`` in a sweep of several (their scores must not be averaged: see :func:`sweep_games`)
+    """
+    games = sweep_games(sweep_folder)
+    if len(games) <= 1:
+        return {entry: runs for groups in games.values() for entry, runs in groups.items()}
+    return {f"{env}/{entry}": runs for env, groups in games.items() for entry, runs in groups.items()}
 
 
 def curves_csv(groups: Mapping[str, Sequence[str | Path]]) -> str:
     """
     :param groups: group name -> run folders
-    :return: CSV: group, step, n_seeds, mean, ci_low, ci_high, then one column per run (a sweep: in seed order)
+    :return: CSV: group, step, n_seeds, mean, ci_low, ci_high (empty for one seed), then one column per run (a sweep:
+        in seed order)
     """
     width = max(len(runs) for runs in groups.values())
     lines = [",".join(["group", "step", "n_seeds", "mean", "ci_low", "ci_high", *[f"run_{i}" for i in range(width)]])]
@@ -123,14 +143,14 @@ def curves_csv(groups: Mapping[str, Sequence[str | Path]]) -> str:
         mean, low, high = t_interval(scores)
         for j, step in enumerate(steps):
             cells = [f"{x:.6g}" for x in scores[:, j]] + [""] * (width - len(runs))
-            stats = [f"{mean[j]:.6g}", f"{low[j]:.6g}", f"{high[j]:.6g}"]
+            stats = [f"{mean[j]:.6g}", *("" if np.isnan(x) else f"{x:.6g}" for x in (low[j], high[j]))]
             lines.append(",".join([name, str(step), str(len(runs)), *stats, *cells]))
     return "\n".join(lines) + "\n"
 
 
 def plot_curves(groups: Mapping[str, Sequence[str | Path]], path: str | Path, title: str = "Learning curves") -> None:
     """
-    Mean evaluation return per group against steps, 95% t-band over seeds, each seed a thin line.
+    Mean evaluation return per group against steps, 95% t-band over seeds (none for one seed), each seed a thin line.
 
     :param groups: group name -> run folders
     :param path: the PNG to write
@@ -146,21 +166,23 @@ def plot_curves(groups: Mapping[str, Sequence[str | Path]], path: str | Path, ti
         color = f"C{i}"
         for row in scores:
             ax.plot(steps, row, color=color, alpha=0.15, linewidth=0.7)
-        ax.plot(steps, mean, color=color, linewidth=2, label=f"{name} ({len(runs)} seeds)")
-        ax.fill_between(steps, low, high, color=color, alpha=0.25)
+        ax.plot(steps, mean, color=color, linewidth=2, label=f"{name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        if len(runs) > 1:
+            ax.fill_between(steps, low, high, color=color, alpha=0.25)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("evaluation return (mean of the run's episodes)")
     ax.set_title(f"{title}\nline: mean over seeds; band: 95% t-interval over seeds; thin: each seed")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     _savefig(fig, Path(path))
+    plt.close(fig)
 
 
 def flatness_markdown(groups: Mapping[str, Sequence[str | Path]], window: int | None = None) -> str:
     """
     :param groups: group name -> run folders
     :param window: see :func:`flatness`
-    :return: a markdown table of each group's late gain with its interval
+    :return: a markdown table of each group's late gain with its interval ("n/a (1 seed)" for one seed)
     """
     rows = ["| group | seeds | score at the end | gain over the last window | 95% CI (t, seeds) |",
             "| --- | --- | --- | --- | --- |"]  # fmt: skip
@@ -169,14 +191,26 @@ def flatness_markdown(groups: Mapping[str, Sequence[str | Path]], window: int | 
         f = flatness(steps, scores, window)
         end = scores[:, -2:].mean(axis=1).mean()
         gain = f"{f['gain']:+.3f} ({f['from_step']:,} -> {f['to_step']:,} steps)"
-        rows.append(f"| {name} | {f['n_seeds']} | {end:.3f} | {gain} | [{f['ci_low']:+.3f}, {f['ci_high']:+.3f}] |")
+        ci = "n/a (1 seed)" if f["n_seeds"] < 2 else f"[{f['ci_low']:+.3f}, {f['ci_high']:+.3f}]"
+        rows.append(f"| {name} | {f['n_seeds']} | {end:.3f} | {gain} | {ci} |")
     return "\n".join(rows) + "\n"
 
 
+def _write(out: Path, groups: Mapping[str, Sequence[str | Path]], window: int | None, title: str) -> str:
+    """Write ``out/learning_curves.{csv,md,png}``; return the flatness table."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = flatness_markdown(groups, window)
+    atomic_write_text(out / "learning_curves.csv", curves_csv(groups))
+    atomic_write_text(out / "learning_curves.md", table)
+    plot_curves(groups, out / "learning_curves.png", title)
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write learning_curves.png, learning_curves.csv and learning_curves.md; exit 2 on a usage mistake."""
+    """Write learning_curves.png, learning_curves.csv and learning_curves.md (per game for a sweep of several
+    games, plus a combined learning_curves.md); exit 2 on a usage mistake."""
     parser = argparse.ArgumentParser(prog="python -m rims_rl.evaluation.curves", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep", nargs="?", default=None, help="a sweep folder (groups are its entries)")
+    parser.add_argument("sweep", nargs="?", default=None, help="a sweep folder (groups are its entries, per game)")
     parser.add_argument("--group", action="append", default=[], metavar="NAME=RUN[,RUN...]", help="a group of run folders")
     parser.add_argument("-o", "--output-dir", required=True, help="folder for learning_curves.{png,csv,md}")
     parser.add_argument("--window", type=int, default=None, help="flatness window in steps (default: a fifth of the budget)")
@@ -186,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep is not None:
         if not Path(args.sweep).is_dir():
             parser.error(f"{args.sweep} is not a folder")
+        games = sweep_games(args.sweep)
+        if len(games) > 1:
+            if args.group:
+                parser.error("--group cannot be added to a sweep of several games (whose game would it join?)")
+            if not any(games.values()):
+                parser.error("no finished runs: give a sweep folder or --group")
+            return _main_games(games, Path(args.output_dir), args.window, args.title)
         groups.update(sweep_groups(args.sweep))
     for spec in args.group:
         name, sep, runs = spec.partition("=")
@@ -194,16 +235,29 @@ def main(argv: list[str] | None = None) -> int:
         groups[name] = [Path(r) for r in runs.split(",")]
     if not groups:
         parser.error("no finished runs: give a sweep folder or --group")
+    out = Path(args.output_dir)
     try:
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "learning_curves.csv", curves_csv(groups))
-        atomic_write_text(out / "learning_curves.md", flatness_markdown(groups, args.window))
-        plot_curves(groups, out / "learning_curves.png", args.title)
+        _write(out, groups, args.window, args.title)
     except (OSError, ValueError) as error:
         print(f"curves: error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {out}/learning_curves.png, .csv, .md")
+    return 0
+
+
+def _main_games(games: Mapping[str, Mapping[str, Sequence[Path]]], out: Path, window: int | None, title: str) -> int:
+    """A sweep of several games: ``out/<env>/learning_curves.*`` per game, ``out/learning_curves.md`` for all."""
+    sections = []
+    try:
+        for env, groups in games.items():
+            table = _write(out / env, groups, window, f"{title}: {env}") if groups else "No finished runs yet.\n"
+            sections.append(f"## {env}\n\n{table}")
+        atomic_write_text(out / "learning_curves.md", "\n".join(sections))
+    except (OSError, ValueError) as error:
+        print(f"curves: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}/<env>/learning_curves.png, .csv, .md for {', '.join(env for env, g in games.items() if g)}; "
+          f"{out}/learning_curves.md")  # fmt: skip
     return 0
 
 
