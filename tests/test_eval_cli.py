@@ -223,24 +223,37 @@ def test_gridworld_setting_split(tmp_path):
     assert (out / "splits.png").is_file()
 
 
+def _cartpole_zoo(agents, tmp_path, monkeypatch, cores_by_setting, budget=None):
+    """
+    Settings ``cartpole-<name>`` (CartPole, splits ``train`` and ``same``, 2 episodes, S_ref 500) and a zoo holding the
+    tiny agents of the given cores for each, as ``<name>/<core>``; ``budget``: the manifest's evaluation defaults.
+    """
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    for setting in cores_by_setting:
+        (settings / f"{setting}.yml").write_text(f"name: {setting}\nkind: gym\ntrain: CartPole-v1\n"
+                                                 "heldout: {same: CartPole-v1}\nn_eval_episodes: 2\ns_ref: 500\n")  # fmt: skip
+    monkeypatch.setenv("RIMS_RL_SETTINGS_DIR", str(settings))
+    zoo = tmp_path / "zoo"
+    monkeypatch.setenv("RIMS_RL_ZOO", str(zoo))
+    for setting, cores in cores_by_setting.items():
+        for core in cores:
+            agent_id = f"{setting.removeprefix('cartpole-')}/{core}"
+            add_to_zoo(agents[core], agent_id, f"{core}_ppo", core, setting, "CartPole-v1", 0, root=zoo)
+    if budget:
+        manifest = json.loads((zoo / "manifest.json").read_text())  # the evaluation budget the README's table used
+        manifest["evaluation"] = budget
+        (zoo / "manifest.json").write_text(json.dumps(manifest))
+    return zoo
+
+
 def test_no_arguments_use_the_manifest_setting(agents, tmp_path, monkeypatch):
     """`python evaluate.py` evaluates the zoo's agents on the setting the manifest records for them, not a fixed name."""
     from rims_rl.cli.evaluate import zoo_default_setting
 
-    settings = tmp_path / "settings"
-    settings.mkdir()
-    (settings / "poles.yml").write_text(
-        "name: cartpole-poles\nkind: gym\ntrain: CartPole-v1\nheldout: {same: CartPole-v1}\nn_eval_episodes: 2\ns_ref: 500\n"
-    )
-    monkeypatch.setenv("RIMS_RL_SETTINGS_DIR", str(settings))
-    zoo = tmp_path / "zoo"
-    monkeypatch.setenv("RIMS_RL_ZOO", str(zoo))
-    for core in ("rims", "lstm"):
-        add_to_zoo(agents[core], f"poles/{core}", f"{core}_ppo", core, "cartpole-poles", "CartPole-v1", 0, root=zoo)
+    budget = {"cartpole-poles": {"n_episodes": 3, "n_envs": 2}}
+    zoo = _cartpole_zoo(agents, tmp_path, monkeypatch, {"cartpole-poles": ("rims", "lstm")}, budget)
     assert zoo_default_setting(list_zoo(zoo)) == "cartpole-poles"
-    manifest = json.loads((zoo / "manifest.json").read_text())  # the evaluation budget the README's table used
-    manifest["evaluation"] = {"cartpole-poles": {"n_episodes": 3, "n_envs": 2}}
-    (zoo / "manifest.json").write_text(json.dumps(manifest))
     assert main(["--n-bootstrap", "50", "-o", str(tmp_path / "eval"), "-q"]) == 0
     (out,) = list((tmp_path / "eval").iterdir())
     assert out.name.startswith("cartpole-poles")
@@ -251,6 +264,72 @@ def test_no_arguments_use_the_manifest_setting(agents, tmp_path, monkeypatch):
     # only one core in a setting: that setting is not chosen; none with both: nothing to evaluate
     entries = [e for e in list_zoo(zoo) if e.core == "rims"]
     assert zoo_default_setting(entries) is None
+
+
+def test_several_settings_one_folder_each_and_the_games_tables(agents, tmp_path, monkeypatch, capsys):
+    """`--setting A B`: each setting's zoo agents with that setting's own budget, then games.md/games.csv beside them."""
+    budget = {"cartpole-poles": {"n_episodes": 3, "n_envs": 2}}  # the twin has none: 2 episodes (its setting's), 1 env
+    both = ("rims", "lstm")
+    _cartpole_zoo(agents, tmp_path, monkeypatch, {"cartpole-poles": both, "cartpole-twin": both}, budget)
+    argv = ["--setting", "cartpole-poles", "cartpole-twin", "--jobs", "1", "--n-bootstrap", "50", "-q"]
+    assert main([*argv, "-o", str(tmp_path / "eval")]) == 0
+    (parent,) = (tmp_path / "eval").iterdir()
+    assert parent.name == "games_1"
+    assert sorted(p.name for p in parent.iterdir()) == ["cartpole-poles", "cartpole-twin", "games.csv", "games.md"]
+    expected = {"cartpole-poles": (3, 2, ["poles/rims", "poles/lstm"]), "cartpole-twin": (2, 1, ["twin/rims", "twin/lstm"])}
+    for setting, (n_episodes, n_envs, labels) in expected.items():
+        meta = json.loads((parent / setting / "results.json").read_text())["meta"]
+        assert meta["setting"] == setting and meta["name"] == setting
+        assert {t["n_episodes"] for t in meta["targets"]} == {n_episodes} and meta["n_envs"] == n_envs, setting
+        assert [a["label"] for a in meta["agents"]] == labels
+        assert (parent / setting / "report.md").is_file()
+    with open(parent / "games.csv") as f:
+        rows = list(csv.DictReader(f))
+    per_game = [r for r in rows if r["game"].startswith("cartpole-")]
+    assert len(per_game) == 2 * 2 * 2  # (train, same) x (sampled, greedy) x 2 games
+    for split in ("train", "same"):
+        for mode in ("sampled", "greedy"):
+            games = [r["game"] for r in per_game if (r["split"], r["actions"]) == (split, mode)]
+            assert games == ["cartpole-poles", "cartpole-twin"]
+    assert len(rows) == len(per_game) + 2 * 2 * 2  # median and IQM per split and action mode
+    poles = json.loads((parent / "cartpole-poles" / "results.json").read_text())
+    train = next(r for r in per_game if (r["game"], r["split"], r["actions"]) == ("cartpole-poles", "train", "sampled"))
+    rims_seed_means = next(r["per_seed"] for r in poles["scores"]
+                           if (r["agent"], r["env"], r["actions"]) == ("rims", "train", "sampled"))  # fmt: skip
+    assert float(train["rims"]) == pytest.approx(np.mean(rims_seed_means), rel=1e-5)
+    markdown = (parent / "games.md").read_text()
+    assert "### split `train`, sampled actions" in markdown and "| cartpole-twin |" in markdown
+    out = capsys.readouterr().out
+    assert markdown.strip() in out and str(parent) in out
+    # one setting: the folder, name and budget of before (`args.setting` a name, not a list)
+    assert main(["--setting", "cartpole-twin", "--jobs", "1", "--n-bootstrap", "50", "-q", "-o", str(tmp_path / "one")]) == 0
+    (one,) = (tmp_path / "one").iterdir()
+    assert one.name == "cartpole-twin_1" and not (one / "games.md").exists()
+    meta = json.loads((one / "results.json").read_text())["meta"]
+    assert meta["setting"] == "cartpole-twin" and meta["n_envs"] == 1
+
+
+@pytest.mark.parametrize(
+    "argv, code, needles",
+    [
+        (["--setting", "cartpole-poles", "cartpole-twin", "--rims", "R", "--lstm", "L"], 2, ["one setting at a time"]),
+        (["--setting", "cartpole-poles", "cartpole-twin", "cartpole-poles"], 2, ["cartpole-poles", "twice"]),
+        (["--setting", "cartpole-poles", "no-such-setting"], 1, ["unknown setting", "no-such-setting"]),
+        (["--setting", "cartpole-poles", "cartpole-twin", "--splits", "no-such-split"], 1, ["no split", "no-such-split"]),
+        (["--setting", "cartpole-poles", "cartpole-twin"], EXIT_NOTHING_TO_EVALUATE, ["cartpole-twin", "no pretrained"]),
+    ],
+)
+def test_several_settings_refused_before_anything_is_played(agents, tmp_path, monkeypatch, capsys, argv, code, needles):
+    """Named agents, a repeated or unknown setting or split, a setting without zoo agents: one line, nothing written."""
+    import rims_rl.evaluation
+
+    _cartpole_zoo(agents, tmp_path, monkeypatch, {"cartpole-poles": ("rims", "lstm"), "cartpole-twin": ("rims",)})
+    monkeypatch.setattr(rims_rl.evaluation, "evaluate", lambda *a, **k: pytest.fail("an evaluation started"))
+    capsys.readouterr()
+    assert main([*argv, "-o", str(tmp_path / "eval"), "-q"]) == code
+    err = capsys.readouterr().err.strip()
+    assert all(n in err for n in needles) and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "eval").exists()
 
 
 def test_ale_env_id_is_preprocessed_as_in_training():

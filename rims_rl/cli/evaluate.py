@@ -1,8 +1,13 @@
 """``evaluate.py`` / ``rims-evaluate``: held-out evaluation and the RIMs-versus-LSTM score ratio.
 
+``--setting A B ...`` (several settings, no agent named): the zoo's RIMs and LSTM agents of each setting, each
+evaluated as ``--setting A`` alone would be (its own manifest budget) into ``<parent>/A/``, ``<parent>/B/``, ...,
+then the across-games comparison (:mod:`rims_rl.evaluation.games`) into ``<parent>/games.md`` and ``games.csv``.
+
 Exit codes: 0 done; 1 a clear error (missing/corrupt checkpoint, space mismatch, unknown setting, a failed worker
-process); 2 bad usage (a value out of range, two settings files with one name, a malformed zoo manifest); 3 nothing to
-evaluate (no arguments and no pretrained RIMs and LSTM agents in the zoo).
+process); 2 bad usage (a value out of range, two settings files with one name, a malformed zoo manifest, agents named
+with several settings, a setting given twice); 3 nothing to evaluate (no arguments and no pretrained RIMs and LSTM
+agents in the zoo; with several settings: some setting has none, checked before anything is played).
 """
 
 from __future__ import annotations
@@ -27,17 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="evaluate.py",
         description="Evaluate RIMs and LSTM checkpoints on held-out envs; score ratio with bootstrap CIs, tables, plots. "
-        "With no agent: the zoo's RIMs and LSTM agents, on the setting the zoo manifest records for them.",
+        "With no agent: the zoo's RIMs and LSTM agents, on the setting the zoo manifest records for them; with "
+        "several --setting names, on each of them, then the across-games comparison (games.md, games.csv).",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--rims", nargs="+", default=[], metavar="CKPT", help="RIMs agents: run folders, .zip files, zoo ids")
     p.add_argument("--lstm", nargs="+", default=[], metavar="CKPT", help="LSTM agents: run folders, .zip files, zoo ids")
     p.add_argument("--agent", nargs="+", default=[], metavar="CKPT", help="other agents (scores only; core read from model)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--setting", default=None,
-                       help=f"setting of the held-out splits (default: the zoo agents', else {DEFAULT_SETTING})")  # fmt: skip
+    where.add_argument("--setting", nargs="+", default=None, metavar="SETTING",
+                       help="setting of the held-out splits (default: the zoo agents', else "
+                            f"{DEFAULT_SETTING}); several (no agent named): the zoo's agents of each, one result "
+                            "folder per setting under OUTPUT_DIR/<name>_<n>/, and the across-games tables there")  # fmt: skip
     where.add_argument("--env", nargs="+", default=None, metavar="ENV_ID", help="plain gymnasium env ids instead of a setting")
-    p.add_argument("--splits", nargs="+", default=None, help="held-out splits of the setting (default: all)")
+    p.add_argument("--splits", nargs="+", default=None,
+                   help="held-out splits of the setting, of every setting when several (default: all)")  # fmt: skip
     p.add_argument("-n", "--n-episodes", type=positive_int, default=None,
                    help="episodes per env and seed (default: the setting's n_eval_episodes, or 10)")  # fmt: skip
     p.add_argument("--seeds", type=non_negative_int, nargs="+", default=None,
@@ -62,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-permutations", type=positive_int, default=2000, help="most seed relabellings for permutation p-values")
     p.add_argument("--bootstrap-seed", type=non_negative_int, default=0, help="seed of the bootstrap")
     p.add_argument("-o", "--output-dir", default="logs/eval", help="results go to a fresh OUTPUT_DIR/<name>_<n>/")
-    p.add_argument("--name", default=None, help="result folder name (default: the setting or env)")
+    p.add_argument("--name", default=None,
+                   help="result folder name (default: the setting or env; several settings: games)")  # fmt: skip
     p.add_argument(
         "--video",
         nargs="?",
@@ -194,18 +204,6 @@ def _transfer(args: argparse.Namespace, say: object) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rims_rl.evaluation import (
-        evaluate,
-        gym_targets,
-        load_model,
-        new_output_dir,
-        print_tables,
-        record_video,
-        resolve_agent,
-        setting_targets,
-        write_outputs,
-    )
-
     def say(msg: str) -> None:
         if not args.quiet:
             print(msg, file=sys.stderr)
@@ -218,6 +216,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.transfer_finetuned or args.transfer_scratch:
         return _transfer(args, say)
+    settings = args.setting or []
+    if len(settings) > 1:
+        return _games_run(args, settings, say)
+    args.setting = settings[0] if settings else None  # one setting: as before this option took several
     rims, lstm = list(args.rims), list(args.lstm)
     setting_name = args.setting
     jobs = args.jobs or 1  # named agents: one process unless --jobs says otherwise
@@ -228,6 +230,37 @@ def _run(args: argparse.Namespace) -> int:
         rims, lstm = _zoo_run(args, setting_name or DEFAULT_SETTING, say)
         if not rims or not lstm:
             return EXIT_NOTHING_TO_EVALUATE
+    _evaluate_and_write(args, rims, lstm, setting_name, jobs, say)
+    return 0
+
+
+def _evaluate_and_write(
+    args: argparse.Namespace,
+    rims: list[str],
+    lstm: list[str],
+    setting_name: str | None,
+    jobs: int | None,
+    say: Any,
+    out: Path | None = None,
+) -> Path:
+    """
+    Evaluate the agents on the setting (or ``--env``), write the result folder and print the tables.
+
+    :param out: the result folder (default: a fresh ``OUTPUT_DIR/<name>_<n>/``)
+    :return: the result folder
+    """
+    from rims_rl.evaluation import (
+        evaluate,
+        gym_targets,
+        load_model,
+        new_output_dir,
+        print_tables,
+        record_video,
+        resolve_agent,
+        setting_targets,
+        write_outputs,
+    )
+
     args.n_envs = args.n_envs or 1
     setting = setting_name or DEFAULT_SETTING  # where to evaluate is checked before the agents are looked up
     if args.env:
@@ -266,7 +299,7 @@ def _run(args: argparse.Namespace) -> int:
     summaries = result.summaries()
     if rims and lstm and not comparisons:
         say("no ratio: S_ref is unknown for some env (pass --ref-score) or the random baseline was skipped")
-    out = new_output_dir(args.output_dir, name)
+    out = new_output_dir(args.output_dir, name) if out is None else out
     meta = {
         "name": name,
         "command": shlex.join(sys.argv),
@@ -291,6 +324,57 @@ def _run(args: argparse.Namespace) -> int:
             load_model(spec, args.device), targets[0], path, args.actions == "greedy", max_steps=args.video_steps
         )
     print(f"results written to {out}: " + ", ".join(sorted(p.name for p in files.values())))
+    return out
+
+
+def _games_run(args: argparse.Namespace, settings: list[str], say: Any) -> int:
+    """
+    Several settings (games): the zoo's agents of each, evaluated as ``--setting <one>`` would be, into
+    ``<parent>/<setting>/``, then the across-games comparison into ``<parent>/games.md`` and ``games.csv``. The
+    arguments, settings, splits and zoo agents of every setting are checked before the first episode is played (a
+    checkpoint that fails to load still fails when its setting's turn comes; the folders written before it are kept).
+
+    :return: exit code
+    """
+    from rims_rl.evaluation import new_output_dir, setting_targets
+    from rims_rl.evaluation.games import load_game, write_games
+    from rims_rl.zoo import MANIFEST_NAME, zoo_dir, zoo_evaluation
+
+    twice = [s for s in dict.fromkeys(settings) if settings.count(s) > 1]
+    if twice:
+        raise CliError(f"setting {twice[0]} is given twice in --setting; give each setting once")
+    if args.rims or args.lstm or args.agent:
+        raise CliError("name agents (--rims, --lstm, --agent) with one setting at a time; several settings evaluate "
+                       "the zoo's agents of each")  # fmt: skip
+    if args.video:
+        raise CliError("--video MP4 with several settings: give --video without a path (one video per setting folder)")
+    # unknown settings and splits fail here, before anything is played
+    splits = [[t.label for t in setting_targets(s, args.splits, args.n_episodes, args.seeds, args.ref_score)]
+              for s in settings]  # fmt: skip
+    if not [split for split in splits[0] if all(split in other for other in splits[1:])]:
+        raise CliError(f"the settings {', '.join(settings)} share no split; pick common ones with --splits")
+    missing = [s for s in settings if not all(_zoo_defaults(s))]
+    if missing:
+        print(f"evaluate.py: error: no pretrained RIMs and LSTM agents for {', '.join(missing)} in the zoo "
+              f"({zoo_dir() / MANIFEST_NAME}); nothing evaluated (docs/evaluation.md, Zoo)", file=sys.stderr)  # fmt: skip
+        return EXIT_NOTHING_TO_EVALUATE
+    for s in settings:  # a malformed evaluation budget too
+        try:
+            zoo_evaluation(s)
+        except ValueError as error:
+            raise CliError(str(error)) from None
+    parent = new_output_dir(args.output_dir, args.name or "games")
+    folders = []
+    for s in settings:
+        one = argparse.Namespace(**{**vars(args), "setting": s, "name": None})  # this setting's budget stays its own
+        rims, lstm = _zoo_run(one, s, say)
+        folder = parent / s.replace("/", "_")
+        folder.mkdir()
+        folders.append(_evaluate_and_write(one, rims, lstm, s, one.jobs, say, folder))
+    markdown = write_games([load_game(f) for f in folders], parent, args.n_bootstrap, args.bootstrap_seed)
+    print(markdown)
+    print(f"across games written to {parent}: games.md, games.csv; one result folder per game: "
+          + ", ".join(f.name for f in folders))  # fmt: skip
     return 0
 
 

@@ -17,6 +17,10 @@ their range); the report says so beside them.
 Command line::
 
     python -m rims_rl.evaluation.games logs/sweeps/minatar-comparison/report/*_vs_lstm_ppo_1 -o docs/results/NAME
+
+or, evaluating the zoo's agents of each game first (one result folder per game, then these tables)::
+
+    python evaluate.py --setting minatar-breakout minatar-asterix minatar-freeway minatar-seaquest minatar-spaceinvaders
 """
 
 from __future__ import annotations
@@ -163,6 +167,33 @@ def games_csv(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_games(games: Sequence[GameScores], out: str | Path, n_bootstrap: int = 5000, seed: int = 0) -> str:
+    """
+    The across-games comparison of every split all games share, under each action mode all of them played.
+
+    :param games: the games' scores, one comparison per game
+    :param out: folder that receives ``games.md`` and ``games.csv`` (created if needed)
+    :param n_bootstrap: bootstrap replicates
+    :param seed: bootstrap seed
+    :return: the markdown written to ``games.md``
+    :raises ValueError: two comparisons of one game, or no split name shared by all games
+    """
+    if len({g.name for g in games}) != len(games):
+        raise ValueError("two folders are the same game; give one comparison per game")
+    splits = common_splits(games)
+    if not splits:
+        raise ValueError("the games share no split name")
+    results = [across_games(games, split, mode, n_bootstrap, seed)
+               for split in splits for mode in ("sampled", "greedy")
+               if all(mode in g.splits[split] for g in games)]  # fmt: skip
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = games_markdown(results)
+    atomic_write_text(out / "games.md", markdown)
+    atomic_write_text(out / "games.csv", games_csv(results))
+    return markdown
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write games.md and games.csv; exit 2 on a usage mistake."""
     parser = argparse.ArgumentParser(prog="python -m rims_rl.evaluation.games", description=__doc__.split("\n\n")[0])
@@ -171,23 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-bootstrap", type=int, default=5000)
     args = parser.parse_args(argv)
     try:
-        games = [load_game(f) for f in args.folders]
-        if len({g.name for g in games}) != len(games):
-            raise ValueError("two folders are the same game; give one comparison per game")
-        splits = common_splits(games)
-        if not splits:
-            raise ValueError("the games share no split name")
-        results = [across_games(games, split, mode, args.n_bootstrap)
-                   for split in splits for mode in ("sampled", "greedy")
-                   if all(mode in g.splits[split] for g in games)]  # fmt: skip
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "games.md", games_markdown(results))
-        atomic_write_text(out / "games.csv", games_csv(results))
+        markdown = write_games([load_game(f) for f in args.folders], args.output_dir, args.n_bootstrap)
     except (OSError, ValueError, KeyError) as error:
         print(f"games: error: {error}", file=sys.stderr)
         return 2
-    print(games_markdown(results))
+    print(markdown)
     return 0
 
 
