@@ -57,8 +57,9 @@ def child(kind: str, game: str, n_envs: int, steps: int) -> float:
     config, _ = load_agent_config(kind, atari_id(game))
     env = make_training_env(game, config, n_envs, 0, "dummy")
     policy_class, policy_kwargs = build_policy(config, kind)
-    model = RecurrentPPO(policy_class, env, policy_kwargs=policy_kwargs, seed=0, verbose=0, device="cpu", **config.ppo_kwargs())
-    model.learn(config.ppo_kwargs().get("n_steps", 128) * n_envs)  # warm-up rollout and update, not timed
+    ppo = config.ppo_kwargs()
+    model = RecurrentPPO(policy_class, env, policy_kwargs=policy_kwargs, seed=0, verbose=0, device="cpu", **ppo)
+    model.learn(ppo["n_steps"] * n_envs)  # warm-up rollout and update, not timed
     before, start = model.num_timesteps, time.process_time()
     model.learn(steps, reset_num_timesteps=False)  # whole rollouts: at least one of n_steps x n_envs
     return (time.process_time() - start) / (model.num_timesteps - before)
@@ -90,7 +91,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2048, help="timed training steps per measurement")
     parser.add_argument("--env-steps", type=int, default=4000, help="timed agent steps of the env-only measurement")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--games", type=int, nargs="+", default=[11, 41], help="grid sizes (sweeps/atari.yml: 11; Table 7: 41)")
+    parser.add_argument("--games", type=int, nargs="+", default=[11, 41], help="games (atari.yml 11, Table 7 41)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--run-steps", type=float, default=10e6, help="env steps per run")
     parser.add_argument("--cpu-cores", type=int, default=2, help="cores of this machine, for the days column")
