@@ -167,13 +167,14 @@ def test_repository_zoo_agents_load_and_act_on_their_settings_envs():
     """Every zoo agent acts on its setting's training split built as the evaluator builds it (an Atari agent sees
     stacked 84x84 frames, which a bare ``gym.make`` of its ALE id does not give)."""
     from rims_rl.envs import make_eval_vec_env
+    from rims_rl.evaluation.rollout import check_spaces
 
     for entry in list_zoo():
         model = load_zoo_agent(entry.id)  # checks the sha256 first
         assert model.policy.core_name == entry.core
         env = make_eval_vec_env(entry.setting, "train", n_envs=1)
         try:
-            assert model.observation_space == env.observation_space and model.action_space == env.action_space, entry.id
+            check_spaces(model, env, entry.id, entry.setting)  # images: as given or channel-first (SB3 transposes)
             obs = env.reset()
             action, _ = model.predict(obs, state=None, episode_start=np.ones(1, dtype=bool))
             assert env.action_space.contains(int(action[0])), entry.id
