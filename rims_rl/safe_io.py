@@ -104,8 +104,9 @@ class Encoder:
         self.tensors: dict[str, th.Tensor] = {}
         self.arrays: dict[str, np.ndarray] = {}
         self._names: dict[type, str] | None = None
-        self._views: dict[tuple[Any, ...], str] = {}
-        """(storage, offset, shape, stride, dtype, device) -> the name already given to that view of memory"""
+        self._views: dict[tuple[Any, ...], tuple[str, th.Tensor]] = {}
+        """(storage, offset, shape, stride, dtype, device) -> the name already given to that view of memory, and the
+        tensor itself, held so that its memory cannot be freed and reused by another tensor during encoding"""
 
     def _class_name(self, cls: type) -> str:
         if self._names is None:
@@ -170,11 +171,11 @@ class Encoder:
             key = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.stride(),
                    value.dtype, value.device)  # fmt: skip
             if key in self._views:
-                return self._views[key]
+                return self._views[key][0]
         name = f"{self.prefix}t{len(self.tensors)}"
         self.tensors[name] = value.detach().cpu().contiguous().clone()
         if key is not None:
-            self._views[key] = name
+            self._views[key] = (name, value)
         return name
 
     def _space(self, space: spaces.Space) -> dict[str, Any]:
