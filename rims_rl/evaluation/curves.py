@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             if not any(games.values()):
                 parser.error("no finished runs: give a sweep folder or --group")
             return _main_games(games, Path(args.output_dir), args.window, args.title)
-        groups.update(sweep_groups(args.sweep))
+        groups.update(next(iter(games.values()), {}))  # one env: groups named by entry, as sweep_groups names them
     for spec in args.group:
         name, sep, runs = spec.partition("=")
         if not sep or not name or not runs:
