@@ -100,7 +100,8 @@ class RatioStats:
     """Per-game ratios and their aggregates with intervals (arrays over the samples' leading axes).
 
     :param ratio: per game, shape (..., G)
-    :param low: per game interval bounds, shape (..., G); nan when not given
+    :param low: per game interval bounds, shape (..., G); nan when not given (``high`` likewise)
+    :param se: per game, the ratio's standard error, shape (..., G)
     :param included: per game, whether it enters the aggregates, shape (..., G)
     :param floored: per game, whether the floor binds at the point estimate, shape (..., G)
     :param n_floored: per game, bootstrap replicates where the floor bound, shape (..., G)
@@ -114,6 +115,7 @@ class RatioStats:
     ratio: np.ndarray
     low: np.ndarray
     high: np.ndarray
+    se: np.ndarray
     included: np.ndarray
     floored: np.ndarray
     n_floored: np.ndarray
@@ -223,11 +225,12 @@ def ratio_intervals(
                     agg_parts[name].append((np.where(np.isfinite(values), values, 0.0).var(-1, ddof=1) * inflate, dof))
     note = "" if n_min >= MIN_SEEDS_INTERVAL else (
         f"n/a: {n_min} seed(s) in a core; the intervals are calibrated from {MIN_SEEDS_INTERVAL} seeds per core")
-    low, high = nan.copy(), nan.copy()
+    low, high, se = nan.copy(), nan.copy(), nan.copy()
     agg: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
     for j, parts in enumerate(game_parts):
-        half, _ = _t_half(sum(p for p, _ in parts), parts, confidence)
-        low[..., j], high[..., j] = ratio[..., j] - half, ratio[..., j] + half
+        v = sum(p for p, _ in parts)
+        half, _ = _t_half(v, parts, confidence)
+        low[..., j], high[..., j], se[..., j] = ratio[..., j] - half, ratio[..., j] + half, np.sqrt(v)
     for name, point in (("median", median), ("iqm", mean)):
         parts = agg_parts[name]
         half, df = _t_half(sum(p for p, _ in parts), parts, confidence)
@@ -237,7 +240,7 @@ def ratio_intervals(
         agg[name] = (point, lo, hi, np.where(np.isfinite(point), df, np.nan))
     if note:
         low, high = nan.copy(), nan.copy()
-    return RatioStats(ratio, low, high, included, floored, n_floored, n_undefined, len(SOURCES) * n_bootstrap, agg,
+    return RatioStats(ratio, low, high, se, included, floored, n_floored, n_undefined, len(SOURCES) * n_bootstrap, agg,
                       included.sum(-1), note)  # fmt: skip
 
 
@@ -286,7 +289,7 @@ def _from_results_json(folder: Path) -> tuple[str, dict[str, dict[str, dict[str,
 
 
 def _from_csv(folder: Path) -> tuple[str, dict[str, dict[str, dict[str, Any]]]]:
-    refs = {r["env"]: float(r["s_ref"]) for r in _csv_rows(folder / "ratios.csv")}
+    refs = {r["env"]: float(r["s_ref"]) for r in _csv_rows(folder / "ratios.csv") if r["s_ref"]}  # not the aggregates
     rows = [{"agent": r["agent"], "env": r["env"], "actions": r["actions"], "mean": float(r["mean"]),
              "ci_high": float(r["ci_high"]), "n_episodes": int(r["n_episodes"]), "ref": refs.get(r["env"]),
              "per_seed": [float(x) for x in r["per_seed"].split()]} for r in _csv_rows(folder / "scores.csv")]  # fmt: skip
