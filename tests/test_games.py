@@ -149,3 +149,23 @@ def test_cli_writes_tables_and_refuses_mistakes(tmp_path: Path, capsys: pytest.C
     assert games.main([str(tmp_path / "missing"), "-o", str(out)]) == 2
     assert games.main([str(a), str(b), "-o", str(out), "--margin", "0"]) == 2
     assert "margin must be > 0" in capsys.readouterr().err
+
+
+def test_seeds_for_power_matches_the_textbook_and_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rims_rl.evaluation import power
+
+    # two-sample t-test, 80% power, two-sided 5%: 17 per group for a 1-SD difference, 64 for half an SD
+    assert power.seeds_for_power(1.0, 1.0) == 17 and power.seeds_for_power(0.5, 1.0) == 64
+    assert power.seeds_for_power(1e-3, 1.0) is None
+    # a game whose LSTM beats random by 10 with seed SD 1: ratio 0.1 is a 1-SD difference
+    folder = _result(tmp_path / "g", "g", [9.0, 10.0, 11.0], [9.0, 10.0, 11.0], 0.0)
+    (row, _) = power.seeds_needed([games.load_game(folder)], ratios=(0.1,))
+    assert row["denominator"] == pytest.approx(10.0) and row["sigma"] == pytest.approx(1.0) and row["included"]
+    assert row["n_0.1"] == 17 and row["n_high_0.1"] > 17
+    out = tmp_path / "out"
+    assert power.main([str(folder), "-o", str(out), "--ratio", "0.1", "0.2"]) == 0
+    assert "| g | train | yes | 10.00 | 1.00 (" in (out / "seeds_needed.md").read_text()
+    assert (out / "seeds_needed.csv").read_text().splitlines()[1].startswith("g,train,1,10,1,")
+    with pytest.raises(SystemExit) as exc:
+        power.main([str(folder), "-o", str(out), "--power", "1.5"])
+    assert exc.value.code == 2
