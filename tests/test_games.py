@@ -62,9 +62,10 @@ def test_ratio_per_game_iqm_and_sign_test(tmp_path: Path) -> None:
 
 
 def test_inclusion_rule_and_the_floor(tmp_path: Path) -> None:
-    specs = {"learned": ([6.0, 7.0, 8.0], [5.0, 6.0, 7.0], 1.0),  # both cores beat random by 5: in, ratio 1/5
-             "unlearned": ([1.2, 1.3, 1.1], [1.1, 1.0, 1.2], 0.8),  # neither beats random by 1: out, still listed
-             "rims-only": ([4.0, 4.5, 5.0], [1.0, 1.2, 1.1], 1.0)}  # LSTM at random: in, denominator floored at 1
+    # learned: both cores beat random by 5 (in, ratio 1/5); unlearned: neither beats it by 1 (out, still listed);
+    # rims-only: the LSTM at random (in, its denominator floored at 1)
+    specs = {"learned": ([6.0, 7.0, 8.0], [5.0, 6.0, 7.0], 1.0), "unlearned": ([1.2, 1.3, 1.1], [1.1, 1.0, 1.2], 0.8),
+             "rims-only": ([4.0, 4.5, 5.0], [1.0, 1.2, 1.1], 1.0)}  # fmt: skip
     loaded = [games.load_game(_result(tmp_path / k, k, *v)) for k, v in specs.items()]
     res = games.across_games(loaded, "train", "sampled", n_bootstrap=300)
     rows = {r["game"]: r for r in res["games"]}
@@ -135,7 +136,8 @@ def test_scores_csv_folder_reads_as_its_results_json(tmp_path: Path) -> None:
 
 def test_cli_writes_tables_and_refuses_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = _result(tmp_path / "a", "minatar-breakout", [3.0, 4.0, 5.0], [2.0, 3.0, 3.5], 0.5)
-    b = _result(tmp_path / "b", "minatar-asterix", [1.0, 2.0, 3.0], [2.0, 2.5, 3.0], 0.2, splits=("train", "no-sticky", "no-ramping"))
+    three = ("train", "no-sticky", "no-ramping")
+    b = _result(tmp_path / "b", "minatar-asterix", [1.0, 2.0, 3.0], [2.0, 2.5, 3.0], 0.2, splits=three)
     out = tmp_path / "out"
     assert games.main([str(a), str(b), "-o", str(out), "--n-bootstrap", "100"]) == 0
     text = (out / "games.md").read_text()

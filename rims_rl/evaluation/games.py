@@ -223,17 +223,18 @@ def ratio_intervals(
             for name, values in zip(("median", "iqm"), _aggregates(replaced, included[..., None, :]), strict=True):
                 with np.errstate(invalid="ignore"):
                     agg_parts[name].append((np.where(np.isfinite(values), values, 0.0).var(-1, ddof=1) * inflate, dof))
-    note = "" if n_min >= MIN_SEEDS_INTERVAL else (
-        f"n/a: {n_min} seed(s) in a core; the intervals are calibrated from {MIN_SEEDS_INTERVAL} seeds per core")
+    note = ""
+    if n_min < MIN_SEEDS_INTERVAL:
+        note = f"n/a: {n_min} seed(s) in a core; the intervals are calibrated from {MIN_SEEDS_INTERVAL} seeds per core"
     low, high, se = nan.copy(), nan.copy(), nan.copy()
     agg: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
     for j, parts in enumerate(game_parts):
-        v = sum(p for p, _ in parts)
+        v = np.sum([p for p, _ in parts], axis=0)
         half, _ = _t_half(v, parts, confidence)
         low[..., j], high[..., j], se[..., j] = ratio[..., j] - half, ratio[..., j] + half, np.sqrt(v)
     for name, point in (("median", median), ("iqm", mean)):
         parts = agg_parts[name]
-        half, df = _t_half(sum(p for p, _ in parts), parts, confidence)
+        half, df = _t_half(np.sum([p for p, _ in parts], axis=0), parts, confidence)
         lo, hi = point - half, point + half
         if note:
             lo, hi, df = np.full_like(point, np.nan), np.full_like(point, np.nan), np.full_like(point, np.nan)

@@ -115,7 +115,10 @@ def seeds_markdown(rows: Sequence[dict[str, Any]], ratios: Sequence[float], powe
              f"| game | split | in agg. | D | SD (upper) | {head} |", "| --- " * (5 + len(ratios)) + "|"]  # fmt: skip
     for r in rows:
         cells = " | ".join(f"{_n(r[f'n_{rho:g}'])} ({_n(r[f'n_high_{rho:g}'])})" for rho in ratios)
-        lines.append(f"| {r['game']} | {r['split']} | {'yes' if r['included'] else 'no'} | {r['denominator']:.2f} | {r['sigma']:.2f} ({r['sigma_high']:.2f}) | {cells} |")
+        sd = f"{r['sigma']:.2f} ({r['sigma_high']:.2f})"
+        lines.append(
+            f"| {r['game']} | {r['split']} | {'yes' if r['included'] else 'no'} | {r['denominator']:.2f} | {sd} | {cells} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -123,9 +126,13 @@ def seeds_csv(rows: Sequence[dict[str, Any]], ratios: Sequence[float]) -> str:
     """:return: one row per game and split; empty seed counts mean more than MAX_SEEDS"""
     cols = ["game", "split", "included", "denominator", "sigma", "sigma_high", "n_rims", "n_lstm"]
     cols += [f"{p}_{rho:g}" for rho in ratios for p in ("n", "n_high")]
-    lines = [",".join(cols)]
-    for r in rows:
-        lines.append(",".join("" if r[c] is None else f"{r[c]:.6g}" if isinstance(r[c], float) else str(int(r[c])) if isinstance(r[c], bool) else str(r[c]) for c in cols))
+
+    def cell(x: Any) -> str:
+        if x is None:
+            return ""
+        return f"{x:.6g}" if isinstance(x, float) else str(int(x)) if isinstance(x, bool) else str(x)
+
+    lines = [",".join(cols)] + [",".join(cell(r[c]) for c in cols) for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -143,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (0 < args.power < 1 and 0 < args.alpha < 1 and all(r > 0 for r in args.ratio) and args.margin > 0):
         parser.error("need 0 < --power < 1, 0 < --alpha < 1, every --ratio > 0 and --margin > 0")
     try:
-        rows = seeds_needed([load_game(f) for f in args.folders], args.ratio, args.power, args.alpha, args.actions, args.margin)
+        games = [load_game(f) for f in args.folders]
+        rows = seeds_needed(games, args.ratio, args.power, args.alpha, args.actions, args.margin)
     except (OSError, ValueError, KeyError) as error:
         print(f"power: error: {error}", file=sys.stderr)
         return 2
