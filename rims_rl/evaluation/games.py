@@ -17,7 +17,7 @@ games share (``train`` and the flavours common to all), per game:
   t-interval, ``point +- t(df) * se``. ``se`` sums the bootstrap variances of the three independent sources of
   every game (RIMs' seeds, the LSTM's seeds, the random episodes; each resampled on its own, its variance times
   n/(n-1)), so the denominator's uncertainty (the LSTM's seeds and the random episodes) is in the interval; ``df``
-  is the Welch-Satterthwaite combination of those sources (n - 1 degrees of freedom each). tests/test_games.py
+  is the Welch-Satterthwaite combination of those sources (n - 1 degrees of freedom each). tests/test_calibration.py
   measures its calibration under nulls built from the committed MinAtar per-seed data (both cores drawn from one
   distribution per game): the aggregates' 95% intervals exclude 0 in at most ~5% of comparisons with 3 and with 10
   seeds per core. Below ``MIN_SEEDS_INTERVAL`` seeds in a core the interval is n/a (not calibrated there).
