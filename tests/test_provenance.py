@@ -95,7 +95,8 @@ def test_check_pin_one_clean_commit(tmp_path: Path) -> None:
 
 def test_check_pin_refuses_mixed_dirty_and_unrecorded(tmp_path: Path) -> None:
     t = "2026-01-02T00:00:00+00:00"
-    mixed = check_pin([_run(tmp_path / "a", t, ("a" * 40, False)), _run(tmp_path / "b", t, ("a" * 40, False), ("b" * 40, False))])
+    resumed_elsewhere = _run(tmp_path / "b", t, ("a" * 40, False), ("b" * 40, False))
+    mixed = check_pin([_run(tmp_path / "a", t, ("a" * 40, False)), resumed_elsewhere])
     assert not mixed.ok and mixed.problems == [f"mixed commits: {'a' * 12} (2 runs), {'b' * 12} (1 runs)"]
     dirty = check_pin([_run(tmp_path / "c", t, ("a" * 40, True))])
     assert not dirty.ok and "uncommitted changes" in dirty.problems[0]
