@@ -148,7 +148,8 @@ class PinCheck:
             dirty = ", ".join(str(d) for d in dict.fromkeys(r["dirty"])) or "?"
             rows.append(f"| {run} | {r['created'] or '?'} | {commits} | {dirty} |")
         lines = ["\n".join(rows), ""]
-        lines += [f"PIN BROKEN: {p}" for p in self.problems] or [f"pinned: every run from commit {self.commits[0]}"]
+        pinned = f"pinned: every run from commit {self.commits[0]}" if self.runs else "no run to check"
+        lines += [f"PIN BROKEN: {p}" for p in self.problems] or [pinned]
         return "\n".join(lines + self.notes)
 
 
