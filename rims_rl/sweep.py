@@ -155,7 +155,7 @@ def _algo_entries(value: Any) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def _report_options(value: Any, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _report_options(value: Any, entries: dict[str, dict[str, Any]], base: Path = Path()) -> dict[str, Any]:
     """:return: the validated ``report`` mapping, with ``baseline`` set (None: no LSTM entry to compare with)."""
     report = _check_keys(value or {}, REPORT_KEYS, "report")
     lstm_entries = [e for e, spec in entries.items() if spec["algo"] == "lstm_ppo"]
@@ -177,8 +177,11 @@ def _report_options(value: Any, entries: dict[str, dict[str, Any]]) -> dict[str,
     contrasts = report.get("contrasts", [])
     if not isinstance(contrasts, list) or not all(isinstance(c, str) and c.count(":") == 1 for c in contrasts):
         raise SweepError(f"report.contrasts must be a list of 'SPLIT_A:SPLIT_B', got {contrasts!r}")
-    if "protocol" in report and not Path(str(report["protocol"])).is_file():
-        raise SweepError(f"report.protocol: no such file {report['protocol']!r}")
+    if "protocol" in report:  # a path relative to the sweep file's folder
+        protocol = (Path(base) / str(report["protocol"])).resolve()
+        if not protocol.is_file():
+            raise SweepError(f"report.protocol: no such file {protocol}")
+        report["protocol"] = str(protocol)
     for key, kind in (("splits", str), ("seeds", int), ("aggregate_splits", str)):
         items = report.get(key)
         if items is not None and (not isinstance(items, list) or not items or not all(isinstance(v, kind) for v in items)):
@@ -242,7 +245,7 @@ def load_sweep(path: str | os.PathLike[str], folder: str | None = None) -> Sweep
                                ("eval_episodes", "--eval-episodes", 1), ("save_freq", "--save-freq", 0)):  # fmt: skip
         if key in data:
             flags += [flag, str(_positive_int(data[key], key, minimum))]
-    report = _report_options(data.get("report"), entries)
+    report = _report_options(data.get("report"), entries, path.parent)
 
     trials: list[Trial] = []
     for env in settings:

@@ -198,7 +198,7 @@ def test_sweep_report_options_and_pin(tmp_path: Path, monkeypatch: pytest.Monkey
         ({"split_episodes": ["train"]}, "report.split_episodes must be a mapping"),
         ({"contrasts": ["novel-distractors"]}, "report.contrasts must be a list of 'SPLIT_A:SPLIT_B'"),
         ({"aggregate_splits": "novel-distractors"}, "report.aggregate_splits must be a non-empty list"),
-        ({"protocol": "no/such/PROTOCOL.md"}, "report.protocol: no such file"),
+        ({"protocol": "no/such/PROTOCOL.md"}, "report.protocol: no such file /"),
     ],
 )
 def test_bad_report_options(tmp_path: Path, report: dict, message: str) -> None:
