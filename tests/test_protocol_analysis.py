@@ -116,8 +116,10 @@ def test_report_states_per_split_episodes() -> None:
         (["--contrast", "novel-distractors"], "must be SPLIT_A:SPLIT_B"),
         (["--env", "RimsCueRecall-v0", "--split-episodes", "train=5"], "use --setting"),
         (["--setting", "gridworld-pickup", "--aggregate-splits", "train"], "not an evaluated held-out split"),
-        (["--setting", "gridworld-pickup", "--splits", "train", "known", "--contrast", "known:novel-kinds"],
-         "'novel-kinds' is not an evaluated held-out split"),
+        (
+            ["--setting", "gridworld-pickup", "--splits", "train", "known", "--contrast", "known:novel-kinds"],
+            "'novel-kinds' is not an evaluated held-out split",
+        ),
     ],
 )
 def test_cli_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

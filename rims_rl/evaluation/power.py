@@ -116,7 +116,8 @@ def endpoint_variance(scores: SeedScores, endpoint: Endpoint, binary: bool = Tru
     :return: the endpoint's per-seed variance
     :raises ValueError: fewer than 2 seeds in a core, or a split an endpoint needs is missing for some seed
     """
-    values, noise = {}, {s: [] for s, _ in endpoint.coef}
+    values: dict[str, np.ndarray] = {}
+    noise: dict[str, list[float]] = {s: [] for s, _ in endpoint.coef}
     episodes: dict[str, set[int]] = {s: set() for s, _ in endpoint.coef}
     for core in ("rims", "lstm"):
         seeds = scores[core]
@@ -235,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("seeds_csv", help="the evaluator's seeds.csv of a finished comparison")
     p.add_argument("--actions", default="sampled", choices=["sampled", "greedy"])
     p.add_argument("--splits", nargs="+", default=None, help="held-out splits whose DiD is an endpoint (default: all)")
-    p.add_argument("--contrast", nargs="+", default=["novel-distractors:more-distractors"], metavar="A:B",
-                   help="DiD contrasts DiD(A) - DiD(B) as endpoints")
+    p.add_argument(
+        "--contrast",
+        nargs="+",
+        default=["novel-distractors:more-distractors"],
+        metavar="A:B",
+        help="DiD contrasts DiD(A) - DiD(B) as endpoints",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[10, 13, 25, 40, 50], help="seeds per core for the MDE")
     p.add_argument("--episodes", nargs="+", default=[], metavar="SPLIT=N", help="planned episodes per seed on a split")
     p.add_argument("--t-quantiles", action="store_true", help="t quantiles (df 2n - 2) instead of normal ones")

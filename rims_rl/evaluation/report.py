@@ -432,9 +432,9 @@ def comparison_csv(comparisons: Sequence[Comparison] | Comparison) -> str:
                 values += list(v) if f.endswith("_ci") else [v]
             rows.append(lead + values)
         for k in c.contrasts:
-            row = {"env": f"contrast:{k.split_a}|{k.split_b}", "heldout": True, "did": k.value, "did_ci_low": k.ci[0],
-                   "did_ci_high": k.ci[1], "did_p_welch": k.p_welch, "did_p_perm": k.p_perm}  # fmt: skip
-            rows.append(lead + [row.get(col, "") for col in columns[3:]])
+            cells = {"env": f"contrast:{k.split_a}|{k.split_b}", "heldout": True, "did": k.value, "did_ci_low": k.ci[0],
+                     "did_ci_high": k.ci[1], "did_p_welch": k.p_welch, "did_p_perm": k.p_perm}  # fmt: skip
+            rows.append(lead + [cells.get(col, "") for col in columns[3:]])
         for agg_name in ("median", "iqm"):
             row: dict[str, Any] = {"env": "median" if agg_name == "median" else "IQM", "heldout": True}
             for q in ("difference", "ratio", "did"):
