@@ -32,8 +32,10 @@ SWEEP_KEYS = ("name", "folder", "settings", "seeds", "algos", "n_timesteps", "pa
               "eval_episodes", "save_freq", "cpus_per_trial", "report")  # fmt: skip
 #: Keys of one entry of ``algos``.
 ALGO_KEYS = ("algo", "params", "seeds", "n_timesteps")
-#: Keys of ``report`` (evaluator options; ``baseline``: the LSTM entry every RIMs entry is compared with).
-REPORT_KEYS = ("baseline", "n_episodes", "n_envs", "splits", "seeds", "n_bootstrap", "actions", "jobs")
+#: Keys of ``report`` (evaluator options; ``baseline``: the LSTM entry every RIMs entry is compared with;
+#: ``protocol``: a pre-registration file, committed in git, against which the runs' recorded commits are checked).
+REPORT_KEYS = ("baseline", "n_episodes", "n_envs", "splits", "seeds", "n_bootstrap", "actions", "jobs", "split_episodes",
+               "aggregate_splits", "contrasts", "protocol")  # fmt: skip
 STOP_FILE = ".stop"
 TRIAL_FILE = "trial.json"
 PROGRESS_FILE = "progress.json"
@@ -153,7 +155,7 @@ def _algo_entries(value: Any) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def _report_options(value: Any, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _report_options(value: Any, entries: dict[str, dict[str, Any]], base: Path = Path()) -> dict[str, Any]:
     """:return: the validated ``report`` mapping, with ``baseline`` set (None: no LSTM entry to compare with)."""
     report = _check_keys(value or {}, REPORT_KEYS, "report")
     lstm_entries = [e for e, spec in entries.items() if spec["algo"] == "lstm_ppo"]
@@ -167,7 +169,20 @@ def _report_options(value: Any, entries: dict[str, dict[str, Any]]) -> dict[str,
             _positive_int(report[key], f"report.{key}")
     if report.get("actions", "both") not in ("both", "sampled", "greedy"):
         raise SweepError(f"report.actions must be both, sampled or greedy, got {report['actions']!r}")
-    for key, kind in (("splits", str), ("seeds", int)):
+    episodes = report.get("split_episodes", {})
+    if not isinstance(episodes, dict) or not all(isinstance(k, str) for k in episodes):
+        raise SweepError(f"report.split_episodes must be a mapping split -> episodes, got {episodes!r}")
+    for split, count in episodes.items():
+        _positive_int(count, f"report.split_episodes.{split}")
+    contrasts = report.get("contrasts", [])
+    if not isinstance(contrasts, list) or not all(isinstance(c, str) and c.count(":") == 1 for c in contrasts):
+        raise SweepError(f"report.contrasts must be a list of 'SPLIT_A:SPLIT_B', got {contrasts!r}")
+    if "protocol" in report:  # a path relative to the sweep file's folder
+        protocol = (Path(base) / str(report["protocol"])).resolve()
+        if not protocol.is_file():
+            raise SweepError(f"report.protocol: no such file {protocol}")
+        report["protocol"] = str(protocol)
+    for key, kind in (("splits", str), ("seeds", int), ("aggregate_splits", str)):
         items = report.get(key)
         if items is not None and (not isinstance(items, list) or not items or not all(isinstance(v, kind) for v in items)):
             raise SweepError(f"report.{key} must be a non-empty list of {kind.__name__}, got {items!r}")
@@ -230,7 +245,7 @@ def load_sweep(path: str | os.PathLike[str], folder: str | None = None) -> Sweep
                                ("eval_episodes", "--eval-episodes", 1), ("save_freq", "--save-freq", 0)):  # fmt: skip
         if key in data:
             flags += [flag, str(_positive_int(data[key], key, minimum))]
-    report = _report_options(data.get("report"), entries)
+    report = _report_options(data.get("report"), entries, path.parent)
 
     trials: list[Trial] = []
     for env in settings:
@@ -469,6 +484,25 @@ def summary_table(sweep: Sweep, results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def _evaluator_options(report: dict[str, Any]) -> list[str]:
+    """:return: the evaluator's arguments for the sweep file's ``report`` options (not the agents, not the jobs)"""
+    options: list[str] = []
+    for key, flag in (("n_episodes", "-n"), ("n_envs", "--n-envs"), ("n_bootstrap", "--n-bootstrap")):
+        if key in report:
+            options += [flag, str(report[key])]
+    if report.get("seeds"):
+        options += ["--seeds", *map(str, report["seeds"])]
+    if report.get("actions"):
+        options += ["--actions", str(report["actions"])]
+    if report.get("split_episodes"):
+        options += ["--split-episodes", *(f"{s}={n}" for s, n in report["split_episodes"].items())]
+    if report.get("aggregate_splits"):
+        options += ["--aggregate-splits", *report["aggregate_splits"]]
+    if report.get("contrasts"):
+        options += ["--contrast", *report["contrasts"]]
+    return options
+
+
 def run_report(sweep: Sweep, extra: list[str] | None = None, cpus: int | None = None) -> list[Path]:
     """
     The evaluator's comparison on the sweep's finished runs: per setting, every RIMs entry against the baseline
@@ -482,6 +516,8 @@ def run_report(sweep: Sweep, extra: list[str] | None = None, cpus: int | None = 
     :param cpus: the sweep's CPU count (default: this machine's)
     :return: the result folders written
     :raises KeyboardInterrupt: Ctrl-C or SIGTERM during a comparison (the folders written before it are kept)
+    :raises SweepError: with ``report.protocol``, finished runs not all trained by one clean commit that contains the
+        protocol, or created before it was committed (the table is printed and written to ``report/provenance.md``)
     """
     from rims_rl.cli.evaluate import main as evaluate_main
 
@@ -489,14 +525,9 @@ def run_report(sweep: Sweep, extra: list[str] | None = None, cpus: int | None = 
     if baseline is None:
         print("report: no lstm_ppo entry in algos, nothing to compare")
         return []
-    options: list[str] = []
-    for key, flag in (("n_episodes", "-n"), ("n_envs", "--n-envs"), ("n_bootstrap", "--n-bootstrap")):
-        if key in report:
-            options += [flag, str(report[key])]
-    if report.get("seeds"):
-        options += ["--seeds", *map(str, report["seeds"])]
-    if report.get("actions"):
-        options += ["--actions", str(report["actions"])]
+    options = _evaluator_options(report)
+    if report.get("protocol"):
+        check_protocol_pin(sweep, str(report["protocol"]))
     jobs = report.get("jobs") or cpus or os.cpu_count() or 1
     options += ["--jobs", str(jobs), "--cache-dir", str(sweep.folder / "report" / "cache")]
     written = []
@@ -531,6 +562,26 @@ def run_report(sweep: Sweep, extra: list[str] | None = None, cpus: int | None = 
                 continue
             written += sorted(set((sweep.folder / "report").glob(f"{name}_*")) - before)
     return written
+
+
+def check_protocol_pin(sweep: Sweep, protocol: str) -> None:
+    """
+    Check the finished runs against the pre-registration (:func:`rims_rl.provenance.check_pin`); the table goes to
+    ``<sweep>/report/provenance.md`` whatever the verdict.
+
+    :raises SweepError: the runs are not pinned
+    """
+    from rims_rl.provenance import check_pin
+
+    runs = [run for t in sweep.trials if trial_state(sweep.folder, t) == "done" and (run := run_folder(sweep.folder, t))]
+    check = check_pin(runs, protocol)
+    (sweep.folder / "report").mkdir(parents=True, exist_ok=True)
+    (sweep.folder / "report" / "provenance.md").write_text(check.table() + "\n")
+    if not check.ok:
+        print(check.table(), file=sys.stderr)
+        raise SweepError(f"report refused: the runs are not pinned to {protocol} ({check.problems[0]}; all problems in "
+                         f"{sweep.folder / 'report' / 'provenance.md'})")  # fmt: skip
+    print(f"report: {len(runs)} runs pinned to commit {check.commits[0] if check.commits else '?'} ({protocol})")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -165,9 +165,9 @@ def test_seeds_for_power_matches_the_textbook_and_the_table(tmp_path: Path, caps
     assert row["denominator"] == pytest.approx(10.0) and row["sigma"] == pytest.approx(1.0) and row["included"]
     assert row["n_0.1"] == 17 and row["n_high_0.1"] > 17
     out = tmp_path / "out"
-    assert power.main([str(folder), "-o", str(out), "--ratio", "0.1", "0.2"]) == 0
+    assert power.main(["ratio", str(folder), "-o", str(out), "--ratio", "0.1", "0.2"]) == 0
     assert "| g | train | yes | 10.00 | 1.00 (" in (out / "seeds_needed.md").read_text()
     assert (out / "seeds_needed.csv").read_text().splitlines()[1].startswith("g,train,1,10,1,")
     with pytest.raises(SystemExit) as exc:
-        power.main([str(folder), "-o", str(out), "--power", "1.5"])
+        power.main(["ratio", str(folder), "-o", str(out), "--power", "1.5"])
     assert exc.value.code == 2

@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out splits of the setting, of every setting when several (default: all)")  # fmt: skip
     p.add_argument("-n", "--n-episodes", type=positive_int, default=None,
                    help="episodes per env and seed (default: the setting's n_eval_episodes, or 10)")  # fmt: skip
+    p.add_argument("--split-episodes", type=split_count, nargs="+", default=None, metavar="SPLIT=N",
+                   help="episodes per seed on these splits instead of -n (e.g. train=500 novel-distractors=500)")
+    p.add_argument("--aggregate-splits", nargs="+", default=None, metavar="SPLIT",
+                   help="held-out splits the aggregates (median, IQM) run over (default: every held-out split)")
+    p.add_argument("--contrast", type=split_pair, nargs="+", default=[], metavar="A:B",
+                   help="DiD contrasts of two held-out splits, DiD(A) - DiD(B), each reported with its interval and "
+                        "p-values (e.g. novel-distractors:more-distractors: what novelty adds beyond crowding)")
     p.add_argument("--seeds", type=non_negative_int, nargs="+", default=None,
                    help="evaluation seeds (default: the setting's, or 0)")  # fmt: skip
     p.add_argument("--n-envs", type=positive_int, default=None,
@@ -102,6 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads (1: fastest for small models; <= 0: default)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
+
+
+def split_count(text: str) -> tuple[str, int]:
+    """:return: ``SPLIT=N`` as (split, N >= 1) :raises argparse.ArgumentTypeError: another form"""
+    split, sep, count = text.rpartition("=")
+    if not sep or not split:
+        raise argparse.ArgumentTypeError(f"must be SPLIT=N (e.g. train=500), got {text!r}")
+    return split, positive_int(count)
+
+
+def split_pair(text: str) -> tuple[str, str]:
+    """:return: ``A:B`` as (A, B) :raises argparse.ArgumentTypeError: another form"""
+    a, sep, b = text.partition(":")
+    if not sep or not a or not b or ":" in b:
+        raise argparse.ArgumentTypeError(f"must be SPLIT_A:SPLIT_B (e.g. novel-distractors:more-distractors), got {text!r}")
+    return a, b
 
 
 def _zoo_entries() -> list[Any]:
@@ -263,12 +286,20 @@ def _evaluate_and_write(
 
     args.n_envs = args.n_envs or 1
     setting = setting_name or DEFAULT_SETTING  # where to evaluate is checked before the agents are looked up
+    split_episodes = dict(args.split_episodes or [])
+    if args.env and (split_episodes or args.aggregate_splits or args.contrast):
+        raise CliError("--split-episodes, --aggregate-splits and --contrast name a setting's splits; use --setting")
     if args.env:
         targets = gym_targets(args.env, args.n_episodes or 10, args.seeds or [0], args.ref_score)
         name = args.name or "_".join(e.replace("/", "-") for e in args.env)
     else:
-        targets = setting_targets(setting, args.splits, args.n_episodes, args.seeds, args.ref_score)
+        targets = setting_targets(setting, args.splits, args.n_episodes, args.seeds, args.ref_score, split_episodes)
         name = args.name or setting
+        held = [t.label for t in targets if t.label != "train"]
+        for split in [*(args.aggregate_splits or []), *(s for pair in args.contrast for s in pair)]:
+            if split not in held:
+                raise CliError(f"--aggregate-splits/--contrast: {split!r} is not an evaluated held-out split "
+                               f"({', '.join(held) or 'none'})")  # fmt: skip
     if any(not Path(spec).exists() and not str(spec).endswith(".zip") for spec in [*rims, *lstm, *args.agent]):
         _zoo_entries()  # zoo ids are given: a malformed manifest is reported as such (exit code 2)
     agents = [resolve_agent(s, "rims", args.load_best) for s in rims] + [
@@ -295,7 +326,8 @@ def _evaluate_and_write(
         jobs=jobs,
         cache_dir=args.cache_dir,
     )
-    comparisons = result.comparisons(args.n_bootstrap, args.bootstrap_seed, args.ci_method, args.n_permutations)
+    comparisons = result.comparisons(args.n_bootstrap, args.bootstrap_seed, args.ci_method, args.n_permutations,
+                                     args.aggregate_splits, args.contrast)  # fmt: skip
     summaries = result.summaries()
     if rims and lstm and not comparisons:
         say("no ratio: S_ref is unknown for some env (pass --ref-score) or the random baseline was skipped")
@@ -349,7 +381,8 @@ def _games_run(args: argparse.Namespace, settings: list[str], say: Any) -> int:
     if args.video:
         raise CliError("--video MP4 with several settings: give --video without a path (one video per setting folder)")
     # unknown settings and splits fail here, before anything is played
-    splits = [[t.label for t in setting_targets(s, args.splits, args.n_episodes, args.seeds, args.ref_score)]
+    splits = [[t.label for t in setting_targets(s, args.splits, args.n_episodes, args.seeds, args.ref_score,
+                                                dict(args.split_episodes or []))]
               for s in settings]  # fmt: skip
     if not [split for split in splits[0] if all(split in other for other in splits[1:])]:
         raise CliError(f"the settings {', '.join(settings)} share no split; pick common ones with --splits")

@@ -553,6 +553,8 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         _write_yaml(run_folder / "args.yml", saved)
         (run_folder / "command.txt").write_text(shlex.join(["rims-train", *argv]) + "\n")
 
+    from rims_rl.provenance import record_session  # provenance.yml: the commit of the code that runs this session
+    record_session(run_folder)
     if args.num_threads > 0:
         th.set_num_threads(args.num_threads)
     set_random_seed(seed)

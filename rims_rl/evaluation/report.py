@@ -108,17 +108,25 @@ def did_columns() -> list[str]:
     return ["split", "gap RIMs", "gap LSTM", "DiD", "95% CI", "p Welch", "p perm."]
 
 
+def _aggregated(c: Comparison) -> str:
+    """:return: what the aggregates run over: "held-out", or the splits when only some held-out splits enter them"""
+    held = [r.env for r in c.envs if r.heldout]
+    return "held-out" if not c.aggregate_splits or c.aggregate_splits == held else ", ".join(c.aggregate_splits)
+
+
 def did_rows(c: Comparison) -> list[list[str]]:
-    """Per held-out split: each core's generalization gap (train - split), the DiD, its CI and p-values; then the
-    median and IQM over held-out splits."""
+    """Per held-out split: each core's generalization gap (train - split), the DiD, its CI and p-values (a split left
+    out of the aggregates is marked); the DiD contrasts; then the median and IQM over the aggregated splits."""
     rows = [
-        [r.env, _fmt(r.gap_rims), _fmt(r.gap_lstm), _fmt(r.did), _ci(r.did_ci), _p(r.did_p_welch), _p(r.did_p_perm)]
+        [r.env + ("" if r.in_aggregate or _aggregated(c) == "held-out" else " (not aggregated)"), _fmt(r.gap_rims),
+         _fmt(r.gap_lstm), _fmt(r.did), _ci(r.did_ci), _p(r.did_p_welch), _p(r.did_p_perm)]
         for r in c.envs
         if r.heldout
-    ]
+    ]  # fmt: skip
+    rows += [[k.label, "", "", _fmt(k.value), _ci(k.ci), _p(k.p_welch), _p(k.p_perm)] for k in c.contrasts]
     a = c.aggregates["did"]
-    rows.append(["median (held-out)", "", "", _fmt(a.median), _ci(a.median_ci), "", _p(a.median_p_perm)])
-    rows.append(["IQM (held-out)", "", "", _fmt(a.iqm), _ci(a.iqm_ci), "", _p(a.iqm_p_perm)])
+    rows.append([f"median ({_aggregated(c)})", "", "", _fmt(a.median), _ci(a.median_ci), "", _p(a.median_p_perm)])
+    rows.append([f"IQM ({_aggregated(c)})", "", "", _fmt(a.iqm), _ci(a.iqm_ci), "", _p(a.iqm_p_perm)])
     return rows
 
 
@@ -140,7 +148,9 @@ def headline_table(comparisons: Sequence[Comparison]) -> tuple[list[str], list[l
     for j, r in enumerate(comps[0].envs):
         if r.heldout:
             rows.append([r.env, *(cell(c.envs[j].did, c.envs[j].did_ci, c.envs[j].did_p_perm) for c in comps)])
-    for name, attr in (("median", "median"), ("IQM", "iqm")):
+    for k, contrast in enumerate(comps[0].contrasts):
+        rows.append([contrast.label, *(cell(c.contrasts[k].value, c.contrasts[k].ci, c.contrasts[k].p_perm) for c in comps)])
+    for name, attr in ((f"median ({_aggregated(comps[0])})", "median"), (f"IQM ({_aggregated(comps[0])})", "iqm")):
         aggs = [c.aggregates["did"] for c in comps]
         rows.append([name, *(cell(getattr(a, attr), getattr(a, f"{attr}_ci"), getattr(a, f"{attr}_p_perm")) for a in aggs)])
     return columns, rows
@@ -247,9 +257,12 @@ def protocol_lines(comparisons: Sequence[Comparison], meta: dict[str, Any]) -> l
     lines = []
     if comparisons:
         c = comparisons[0]
+        counts = {r.env: r.n_episodes for r in c.envs}
+        episodes = (f"{c.n_episodes} episodes per seed and split" if len(set(counts.values())) == 1 else
+                    "episodes per seed: " + ", ".join(f"{n} on {s}" for s, n in counts.items()))  # fmt: skip
         lines.append(
             f"- Seeds per core: {c.n_seeds_rims} RIMs, {c.n_seeds_lstm} LSTM (the seed is the unit: episodes are "
-            f"averaged within a seed first); {c.n_episodes} episodes per seed and split."
+            f"averaged within a seed first); {episodes}."
         )
         lines.append(f"- Intervals ({c.confidence:.0%}): {CI_METHOD_TEXT[c.ci_method]}.")
         lines.append(
@@ -259,7 +272,8 @@ def protocol_lines(comparisons: Sequence[Comparison], meta: dict[str, Any]) -> l
         )
         held = [r.env for r in c.envs if r.heldout]
         train = f"training split `{c.train_split}`; " if c.train_split else "no training split (no gap, no DiD); "
-        lines.append(f"- Splits: {train}held-out: {', '.join(held)}. Aggregates use held-out splits only.")
+        over = "held-out splits only" if _aggregated(c) == "held-out" else f"only these held-out splits: {_aggregated(c)}"
+        lines.append(f"- Splits: {train}held-out: {', '.join(held)}. Aggregates use {over}.")
     lines.append(
         f"- Actions: {', '.join(meta.get('actions_played', [])) or 'sampled'} (greedy = the policy's mode; sampled = "
         "drawn from it); the recurrent state is carried through every step in both."
@@ -392,14 +406,16 @@ _SPLIT_FIELDS = [
     "n_episodes",
     "ratio_undefined",
     "note",
+    "in_aggregate",
 ]
 
 
 def comparison_csv(comparisons: Sequence[Comparison] | Comparison) -> str:
     """Every comparison's per-split rows and its held-out aggregates as CSV (numbers unrounded).
 
-    Columns: metric, actions, ci_method, then the per-split fields (an interval as ``*_low``/``*_high``); aggregate
-    rows have env "median"/"IQM" and fill the difference, ratio and did columns.
+    Columns: metric, actions, ci_method, then the per-split fields (an interval as ``*_low``/``*_high``); a DiD
+    contrast's row has env ``contrast:<a>|<b>`` and fills the did columns; aggregate rows have env "median"/"IQM"
+    (over the splits whose ``in_aggregate`` is True) and fill the difference, ratio and did columns.
     """
     if isinstance(comparisons, Comparison):
         comparisons = [comparisons]
@@ -415,6 +431,10 @@ def comparison_csv(comparisons: Sequence[Comparison] | Comparison) -> str:
                 v = getattr(r, f)
                 values += list(v) if f.endswith("_ci") else [v]
             rows.append(lead + values)
+        for k in c.contrasts:
+            cells = {"env": f"contrast:{k.split_a}|{k.split_b}", "heldout": True, "did": k.value, "did_ci_low": k.ci[0],
+                     "did_ci_high": k.ci[1], "did_p_welch": k.p_welch, "did_p_perm": k.p_perm}  # fmt: skip
+            rows.append(lead + [cells.get(col, "") for col in columns[3:]])
         for agg_name in ("median", "iqm"):
             row: dict[str, Any] = {"env": "median" if agg_name == "median" else "IQM", "heldout": True}
             for q in ("difference", "ratio", "did"):

@@ -269,10 +269,13 @@ class EvaluationResult:
         metric: str = "return",
         method: str = "auto",
         n_permutations: int = 2000,
+        aggregate_splits: Sequence[str] | None = None,
+        contrasts: Sequence[tuple[str, str]] = (),
     ) -> Comparison | None:
         """The RIMs-versus-LSTM comparison of one metric under one action mode (None without both cores or S_ref).
 
-        For success rates S_ref is 1 (every episode succeeds).
+        For success rates S_ref is 1 (every episode succeeds). ``aggregate_splits`` and ``contrasts``: see
+        :func:`rims_rl.evaluation.scores.compare`.
         """
         actions = actions or self.actions[0]
         first = self.targets[0].label
@@ -302,16 +305,24 @@ class EvaluationResult:
             n_permutations=n_permutations,
             metric=metric,
             actions=actions,
+            aggregate_splits=aggregate_splits,
+            contrasts=contrasts,
         )
 
     def comparisons(
-        self, n_bootstrap: int = 2000, seed: int = 0, method: str = "auto", n_permutations: int = 2000
+        self,
+        n_bootstrap: int = 2000,
+        seed: int = 0,
+        method: str = "auto",
+        n_permutations: int = 2000,
+        aggregate_splits: Sequence[str] | None = None,
+        contrasts: Sequence[tuple[str, str]] = (),
     ) -> list[Comparison]:
         """Every comparison: each action mode played, return and (where reported) success."""
         out = []
         for actions in self.actions:
             for metric in self.metrics():
-                c = self.comparison(n_bootstrap, seed, actions, metric, method, n_permutations)
+                c = self.comparison(n_bootstrap, seed, actions, metric, method, n_permutations, aggregate_splits, contrasts)
                 if c is not None:
                     out.append(c)
         return out

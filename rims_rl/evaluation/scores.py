@@ -265,6 +265,9 @@ class SplitLayout:
     :param s_ref: S_ref per split, shape (S,)
     :param train: index of the training split (None: no gap, no DiD)
     :param ratio_in_aggregate: per held-out split, whether its ratio enters the aggregates (defined at the point)
+    :param aggregate: per held-out split, whether it enters the aggregates at all (None: every held-out split)
+    :param contrasts: pairs (a, b) of split indices; each adds the DiD contrast ``did[a] - did[b]``, i.e. per seed
+        ``score[b] - score[a]``, LSTM mean minus RIMs mean (the training split cancels)
     """
 
     splits: tuple[str, ...]
@@ -272,6 +275,8 @@ class SplitLayout:
     s_ref: np.ndarray
     train: int | None = None
     ratio_in_aggregate: np.ndarray | None = None
+    aggregate: np.ndarray | None = None
+    contrasts: tuple[tuple[int, int], ...] = ()
 
     @property
     def heldout(self) -> list[int]:
@@ -283,6 +288,7 @@ class SplitLayout:
         names = [f"difference:{s}" for s in self.splits] + [f"ratio:{s}" for s in self.splits]
         if self.train is not None:
             names += [f"did:{self.splits[i]}" for i in self.heldout]
+        names += [f"contrast:{self.splits[a]}|{self.splits[b]}" for a, b in self.contrasts]
         return names + [f"{q}:{a}" for q in ("difference", "ratio", "did") for a in ("median", "iqm")]
 
 
@@ -293,8 +299,8 @@ def seed_statistics(rims: np.ndarray, lstm: np.ndarray, layout: SplitLayout) -> 
     :param lstm: LSTM seed means, shape (..., n_lstm, S)
     :param layout: the splits' roles and ratio constants
     :return: shape (..., Q), the quantities named by ``layout.names()``: difference (S), ratio (S), DiD (held-out
-        splits, with a training split), then median and IQM over held-out splits of difference, ratio and DiD
-        (nan where there is nothing to aggregate)
+        splits, with a training split), the DiD contrasts, then median and IQM over the aggregated held-out splits
+        of difference, ratio and DiD (nan where there is nothing to aggregate)
     """
     m_r, m_l = rims.mean(-2), lstm.mean(-2)
     diff = m_r - m_l
@@ -303,13 +309,18 @@ def seed_statistics(rims: np.ndarray, lstm: np.ndarray, layout: SplitLayout) -> 
     parts = [diff, ratio]
     nan = np.full(diff.shape[:-1], np.nan)
     aggs = []
-    mask = layout.ratio_in_aggregate if layout.ratio_in_aggregate is not None else np.ones(len(held), bool)
+    agg = layout.aggregate if layout.aggregate is not None else np.ones(len(held), bool)
+    mask = (layout.ratio_in_aggregate if layout.ratio_in_aggregate is not None else np.ones(len(held), bool)) & agg
     did = None
     if layout.train is not None:
         t = layout.train
         did = (m_l[..., [t]] - m_l[..., held]) - (m_r[..., [t]] - m_r[..., held])
         parts.append(did)
-    for vals in (diff[..., held], ratio[..., held][..., mask], did):
+        did = did[..., agg]
+    if layout.contrasts:
+        a, b = ([pair[k] for pair in layout.contrasts] for k in (0, 1))
+        parts.append((m_l[..., b] - m_l[..., a]) - (m_r[..., b] - m_r[..., a]))
+    for vals in (diff[..., held][..., agg], ratio[..., held][..., mask], did):
         if vals is None or vals.shape[-1] == 0:
             aggs += [nan, nan]
         else:
@@ -408,7 +419,8 @@ def seed_stats(
     if method == "none" or min(n_r, n_l) < 2:
         return SeedStats(names, point, nan.copy(), nan.copy(), nan.copy(), nan.copy(), "none")
     n_split, held = len(layout.splits), layout.heldout
-    n_lin = 2 * n_split + (len(held) if layout.train is not None else 0)  # difference, ratio, DiD: linear in means
+    # difference, ratio, DiD, DiD contrasts: linear in the seed means
+    n_lin = 2 * n_split + (len(held) if layout.train is not None else 0) + len(layout.contrasts)
 
     # Welch on the linear quantities: difference per split; DiD per held-out split (gap_lstm vs gap_rims).
     _, w_lo, w_hi, w_p, _ = welch(rims, lstm, confidence)
@@ -424,6 +436,12 @@ def seed_stats(
         lin_lo.append(g_lo)
         lin_hi.append(g_hi)
         lin_p.append(g_p)
+    if layout.contrasts:
+        a, b = ([pair[k] for pair in layout.contrasts] for k in (0, 1))
+        _, c_lo, c_hi, c_p, _ = welch(lstm[..., b] - lstm[..., a], rims[..., b] - rims[..., a], confidence)
+        lin_lo.append(c_lo)
+        lin_hi.append(c_hi)
+        lin_p.append(c_p)
     p_welch = nan.copy()
     p_welch[..., :n_lin] = np.concatenate(lin_p, -1)
     low, high = nan.copy(), nan.copy()
@@ -516,6 +534,32 @@ class EnvComparison:
     lstm_per_seed: list[float]
     ratio_undefined: bool
     note: str = ""
+    in_aggregate: bool = True
+    """Whether this held-out split enters the aggregates (False for the training split)."""
+
+
+@dataclass
+class Contrast:
+    """A DiD contrast of two held-out splits: ``did[split_a] - did[split_b]`` (> 0 favours RIMs).
+
+    Per seed it is ``score[split_b] - score[split_a]`` (the training split cancels), LSTM mean minus RIMs mean: with
+    ``split_a`` novel-distractors and ``split_b`` more-distractors, the part of the DiD that novelty adds beyond
+    crowding. Intervals and p-values as for a per-split DiD.
+    """
+
+    split_a: str
+    split_b: str
+    value: float
+    ci: tuple[float, float]
+    p_welch: float
+    p_perm: float
+    rims_per_seed: list[float]
+    lstm_per_seed: list[float]
+
+    @property
+    def label(self) -> str:
+        """How tables name it: ``DiD a - DiD b``."""
+        return f"DiD {self.split_a} - DiD {self.split_b}"
 
 
 @dataclass
@@ -553,6 +597,9 @@ class Comparison:
     train_split: str | None
     metric: str = "return"
     actions: str = "sampled"
+    contrasts: list[Contrast] = field(default_factory=list)
+    aggregate_splits: list[str] = field(default_factory=list)
+    """The held-out splits the aggregates run over."""
 
     @property
     def aggregate(self) -> Aggregate:
@@ -596,6 +643,8 @@ def compare(
     n_permutations: int = 2000,
     metric: str = "return",
     actions: str = "sampled",
+    aggregate_splits: Sequence[str] | None = None,
+    contrasts: Sequence[tuple[str, str]] = (),
 ) -> Comparison:
     """The RIMs-versus-LSTM comparison with seeds as the unit (see the module docstring for the statistics).
 
@@ -608,17 +657,26 @@ def compare(
     :param n_permutations: most relabellings for permutation p-values (exact when there are fewer)
     :param metric: what the scores are ("return" or "success"), recorded
     :param actions: "sampled" or "greedy", recorded
+    :param aggregate_splits: the held-out splits the aggregates run over (None: every held-out split)
+    :param contrasts: pairs (a, b) of held-out splits, each reported as the DiD contrast ``did[a] - did[b]``
     :return: the comparison
+    :raises ValueError: an aggregate or contrast split that is not a held-out split of ``env_scores``
     """
     labels = [es.env for es in env_scores]
     train = labels.index(train_split) if train_split in labels else None
+    held_labels = [s for j, s in enumerate(labels) if j != train]
+    for name in [*(aggregate_splits or []), *(s for pair in contrasts for s in pair)]:
+        if name not in held_labels:
+            raise ValueError(f"{name!r} is not a held-out split of this comparison ({', '.join(held_labels)})")
+    in_agg = np.array([aggregate_splits is None or s in aggregate_splits for s in held_labels], bool)
+    pairs = tuple((labels.index(a), labels.index(b)) for a, b in contrasts)
     rims = _seed_matrix([list(es.rims) for es in env_scores], "RIMs")
     lstm = _seed_matrix([list(es.lstm) for es in env_scores], "LSTM")
     s_random = np.array([float(np.mean(es.random)) for es in env_scores])
     s_ref = np.array([float(es.ref_score) for es in env_scores])
     layout = SplitLayout(tuple(labels), s_random, s_ref, train)
     point_ratio = np.asarray(score_ratio(rims.mean(0), lstm.mean(0), s_random, s_ref))
-    layout = SplitLayout(tuple(labels), s_random, s_ref, train, np.isfinite(point_ratio[layout.heldout]))
+    layout = SplitLayout(tuple(labels), s_random, s_ref, train, np.isfinite(point_ratio[layout.heldout]), in_agg, pairs)
     st = seed_stats(rims, lstm, layout, confidence, n_bootstrap, n_permutations, method, np.random.default_rng(seed))
     rows = []
     for j, es in enumerate(env_scores):
@@ -669,14 +727,21 @@ def compare(
                 lstm_per_seed=lstm[:, j].tolist(),
                 ratio_undefined=undefined,
                 note="; ".join(notes),
+                in_aggregate=heldout and bool(in_agg[held_labels.index(es.env)]),
             )
         )
+    contrast_rows = []
+    for a, b in pairs:
+        value, ci, p_w, p_p = st.get(f"contrast:{labels[a]}|{labels[b]}")
+        per_seed = (rims[:, b] - rims[:, a]).tolist(), (lstm[:, b] - lstm[:, a]).tolist()
+        contrast_rows.append(Contrast(labels[a], labels[b], float(value), (float(ci[0]), float(ci[1])), float(p_w), float(p_p),
+                                      *per_seed))  # fmt: skip
     aggregates = {}
-    n_held = len(layout.heldout)
+    n_held = int(in_agg.sum())
     for q in ("did", "difference", "ratio"):
         med, med_ci, _, med_p = st.get(f"{q}:median")
         mean, iqm_ci, _, iqm_p = st.get(f"{q}:iqm")
-        n_undefined = int((~layout.ratio_in_aggregate).sum()) if q == "ratio" and layout.ratio_in_aggregate is not None else 0
+        n_undefined = int((~np.isfinite(point_ratio[layout.heldout])[in_agg]).sum()) if q == "ratio" else 0
         aggregates[q] = Aggregate(
             q,
             float(med),
@@ -701,6 +766,8 @@ def compare(
         train_split if train is not None else None,
         metric,
         actions,
+        contrast_rows,
+        [s for s, inside in zip(held_labels, in_agg, strict=True) if inside],
     )
 
 

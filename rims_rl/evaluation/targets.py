@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +128,7 @@ def setting_targets(
     n_episodes: int | None = None,
     seeds: Sequence[int] | None = None,
     ref_score: float | None = None,
+    split_episodes: Mapping[str, int] | None = None,
 ) -> list[EvalTarget]:
     """Targets for a setting's training and held-out splits (built by ``rims_rl.envs.make_eval_vec_env``).
 
@@ -137,13 +138,18 @@ def setting_targets(
     :param n_episodes: episodes per seed (default: the setting's ``n_eval_episodes``)
     :param seeds: evaluation seeds (default: the setting's seed of each split)
     :param ref_score: override S_ref
-    :raises ValueError: unknown setting or split
+    :param split_episodes: episodes per seed for some splits (split -> count), overriding ``n_episodes`` there
+    :raises ValueError: unknown setting or split, or a ``split_episodes`` split that is not evaluated
     """
     from rims_rl import envs as rims_envs
 
     setting = rims_envs.load_setting(name)
     default = setting.heldout if setting.kind == "atari-transfer" else setting.splits  # transfer: other games, no gap
     chosen = list(splits) if splits else list(default)
+    for split in split_episodes or {}:
+        setting.env(split)  # an unknown split fails as in ``splits``
+        if split not in chosen:
+            raise ValueError(f"episodes given for split {split!r}, which is not evaluated (splits: {', '.join(chosen)})")
     targets = []
     for split in chosen:
         entry = setting.env(split)
@@ -160,7 +166,7 @@ def setting_targets(
                 entry.id,
                 factory,
                 split_seeds,
-                int(n_episodes or setting.n_eval_episodes),
+                int((split_episodes or {}).get(split) or n_episodes or setting.n_eval_episodes),
                 float(ref),
                 {"setting": name, "kind": setting.kind},
             )
