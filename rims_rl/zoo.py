@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -262,11 +261,10 @@ def add_to_zoo(
 
 
 def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
-    os.replace(tmp_name, root / MANIFEST_NAME)
+    from rims_rl.checkpoint import atomic_write
+
+    with atomic_write(root / MANIFEST_NAME) as file:
+        file.write((json.dumps(manifest, indent=1) + "\n").encode())
 
 
 def reference_outputs(model: Any, observations: list[Any]) -> dict[str, Any]:
