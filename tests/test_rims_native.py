@@ -48,13 +48,13 @@ def test_first_use_builds_into_the_cache_and_the_next_process_only_loads(fresh_l
     # a new process: the loader starts over and finds the library in the cache without compiling
     monkeypatch.setitem(rims_native._state, "tried", False)
     monkeypatch.setitem(rims_native._state, "lib", None)
-    run = rims_native.subprocess.run
+    run = rims_native._run
 
-    def refuse_compiling(args, **kwargs):
+    def refuse_compiling(args, timeout_s):
         assert "--version" in args, f"compiled again: {args}"
-        return run(args, **kwargs)
+        return run(args, timeout_s)
 
-    monkeypatch.setattr(rims_native.subprocess, "run", refuse_compiling)
+    monkeypatch.setattr(rims_native, "_run", refuse_compiling)
     assert rims_native.load() is not None
     assert built[0].stat().st_mtime_ns == stamp
 
