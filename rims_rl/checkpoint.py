@@ -10,6 +10,7 @@ whole training state. A checkpoint with a non-finite tensor is never written (:c
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -406,7 +407,11 @@ def _vecnormalize_settings(meta: dict[str, Any], path: Any) -> dict[str, Any]:
     for name, types in VECNORMALIZE_SETTINGS.items():
         value = settings.get(name)
         number = types != (bool,)
-        if not isinstance(value, types) or (number and (isinstance(value, bool) or not np.isfinite(value))):
+        if number:
+            fits = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            fits = isinstance(value, bool)
+        if not fits:
             kind = "a finite number" if number else "true or false"
             raise safe_io.UnsafeCheckpointError(f"{path}: VecNormalize setting {name!r} must be {kind}, got {value!r:.40}")
         known[name] = value
@@ -456,7 +461,7 @@ def load_vecnormalize(path: str | os.PathLike[str], venv: Any) -> Any:
         shape = np.shape(rms.mean)  # a 0-d statistic (the return's) is stored with shape (1,)
         if mean is None or var is None or mean.size != np.prod(shape) or var.size != np.prod(shape):
             raise safe_io.UnsafeCheckpointError(f"{path}: no {prefix} statistics of shape {shape}")
-        if isinstance(count, bool) or not isinstance(count, int | float) or not np.isfinite(count) or count < 0:
+        if isinstance(count, bool) or not isinstance(count, int | float) or not math.isfinite(count) or count < 0:
             raise safe_io.UnsafeCheckpointError(f"{path}: malformed {prefix} count {count!r:.40}")
         updates.append((rms, mean.reshape(shape), var.reshape(shape), float(count)))
 

@@ -422,8 +422,7 @@ def _read_tensor_entry(archive: zipfile.ZipFile, name: str) -> bytes:
         data_size = _declared_data_size(header, name)
         if 8 + header_size + data_size != size:
             raise UnsafeCheckpointError(
-                f"malformed {name}: its header declares {data_size} bytes of tensors, the entry holds "
-                f"{size - 8 - header_size}"
+                f"malformed {name}: its header declares {data_size} bytes of tensors, the entry holds {size - 8 - header_size}"
             )
         while done < size:
             got = _read_into(stream, view[done : min(size, done + (1 << 20))])

@@ -9,6 +9,8 @@ Covered: the LSTM cell, ``selection="null"``, communication on or off with a pla
 number of input heads, no dropout. ``RIMs`` uses the autograd step for everything else, and the compiled
 kernel of ``rims_native.py`` instead of this path on CPU where that kernel is available (same results). The results equal
 the autograd path up to float rounding (tests/test_rims_fused.py checks values and gradients in float64).
+A backward with ``create_graph=True`` (second derivatives, a gradient penalty) runs autograd through the same
+forward instead (:func:`differentiable_backward`), so that its result has a graph too.
 
 Shapes are unit-major as in ``rims.py``: kT units, B envs, unit size d.
 """
@@ -191,8 +193,8 @@ class _RimsSequence(th.autograd.Function):
     @staticmethod
     def backward(ctx: Any, d_out: th.Tensor | None, d_c_n: th.Tensor | None, _d_active: Any) -> Any:
         if th.is_grad_enabled():  # create_graph=True: the gradient must itself be differentiable
-            grads = differentiable_backward(ctx.core, ctx.reset, ctx.reset_steps, ctx.saved_tensors, d_out, d_c_n)
-            return (None, None, None, *grads)
+            inputs = ctx.saved_tensors
+            return (None, None, None, *differentiable_backward(ctx.core, ctx.reset, ctx.reset_steps, inputs, d_out, d_c_n))
         core, reset, reset_steps, saved = ctx.core, ctx.reset, ctx.reset_steps, ctx.saved
         keys, cell_in, _h0, _c0, *params = ctx.saved_tensors
         w_rec = params[0]

@@ -5,9 +5,15 @@ is cached under ``$RIMS_RL_CACHE`` (default ``$XDG_CACHE_HOME/rims_rl`` or ``~/.
 of the source, the compiler and this CPU, so later processes only load it. Without a compiler, or with
 ``RIMS_RL_NATIVE=0``, ``RIMs`` keeps to its PyTorch paths (one notice line on stderr when a compiler is missing).
 
+A library is loaded only from a cache folder owned by this user and writable by no one else, and only when it
+matches the SHA-256 recorded when it was built (anything else there is built over); every compiler command has a
+timeout. Every buffer is checked against the dimensions the kernel will index it with right before each call.
+
 The forward runs the whole sequence in one call and saves what the backward needs; the backward walks the sequence
-in reverse in one call and accumulates every weight gradient on the way. Covered: CPU tensors, float32 or float64, the
-configurations of ``rims_fused.py``. Shapes are unit-major as in ``rims.py``: kT units, B envs, unit size d.
+in reverse in one call and accumulates every weight gradient on the way (a backward with ``create_graph=True``
+takes autograd through the PyTorch step instead, so second derivatives are exact). Covered: CPU tensors, float32 or
+float64, the configurations of ``rims_fused.py``. Shapes are unit-major as in ``rims.py``: kT units, B envs, unit
+size d.
 """
 
 from __future__ import annotations
@@ -120,6 +126,13 @@ def _verified(library: Path) -> bool:
         return False
 
 
+def _target(compiler: str) -> Path:
+    """:return: the cached library's path, named by a hash of the source, the compiler, its flags and this CPU."""
+    version = _run([compiler, "--version"], VERSION_TIMEOUT_S).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, " ".join(FLAGS), _cpu_signature()]).encode())
+    return cache_dir() / f"rims_kernel_{key.hexdigest()[:16]}.so"
+
+
 def _build(compiler: str) -> Path:
     """
     Compile the kernel into the cache, unless a library verified by :func:`_verified` is already there, and return
@@ -128,14 +141,12 @@ def _build(compiler: str) -> Path:
 
     :raises RuntimeError: the cache folder is not private to this user, the compiler failed or timed out
     """
-    version = _run([compiler, "--version"], VERSION_TIMEOUT_S).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, " ".join(FLAGS), _cpu_signature()]).encode())
-    folder = cache_dir()
+    target = _target(compiler)
+    folder = target.parent
     folder.mkdir(mode=0o755, parents=True, exist_ok=True)
     problem = _private(folder, "the kernel cache")
     if problem:
         raise RuntimeError(f"{problem}; set RIMS_RL_CACHE to a folder of your own")
-    target = folder / f"rims_kernel_{key.hexdigest()[:16]}.so"
     if _verified(target):
         return target
     work = Path(tempfile.mkdtemp(prefix=".build.", dir=folder))
@@ -233,7 +244,7 @@ def _call(fn: Any, dims: list[int], buffers: Sequence[tuple[str, th.Tensor | Non
     :param buffers: (name, tensor or None, the number of elements it must have; None: it must be None)
     :raises ValueError: a buffer that does not fit (nothing is read or written)
     """
-    pointers = []
+    pointers: list[int | None] = []
     for name, tensor, numel in buffers:
         if tensor is None or numel is None:
             if tensor is not None or numel is not None:
