@@ -19,6 +19,7 @@ size d.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -236,12 +237,17 @@ def _params(core: Any) -> list[th.Tensor]:
     return params
 
 
+ALLOCATED = -1
+"""In place of a buffer's size for :func:`_call`: a tensor allocated here from the same dimensions (it fits)."""
+
+
 def _call(fn: Any, dims: list[int], buffers: Sequence[tuple[str, th.Tensor | None, int | None]], dtype: th.dtype) -> None:
     """
-    Call a kernel entry after checking every buffer against the dimensions it will be indexed with: a CPU,
-    contiguous tensor of the kernel's dtype (bool for masks) with exactly the elements the loops read or write.
+    Call a kernel entry after checking every buffer it was given against the dimensions it will be indexed with:
+    a CPU, contiguous tensor of the kernel's dtype (bool for masks) with exactly the elements the loops read or write.
 
-    :param buffers: (name, tensor or None, the number of elements it must have; None: it must be None)
+    :param buffers: (name, tensor or None, the number of elements it must have; None: it must be None;
+        :data:`ALLOCATED`: allocated from ``dims`` by the caller)
     :raises ValueError: a buffer that does not fit (nothing is read or written)
     """
     pointers: list[int | None] = []
@@ -251,8 +257,11 @@ def _call(fn: Any, dims: list[int], buffers: Sequence[tuple[str, th.Tensor | Non
                 raise ValueError(f"RIMs kernel: {name} {'is missing' if tensor is None else 'is not used'}")
             pointers.append(None)
             continue
-        kind = th.bool if name in ("episode_starts", "active") else dtype
-        if tensor.device.type != "cpu" or tensor.dtype != kind or not tensor.is_contiguous() or tensor.numel() != numel:
+        if numel == ALLOCATED:
+            pointers.append(tensor.data_ptr())
+            continue
+        kind = th.bool if name == "episode_starts" else dtype
+        if not tensor.is_cpu or tensor.dtype != kind or not tensor.is_contiguous() or tensor.numel() != numel:
             raise ValueError(
                 f"RIMs kernel: {name} must be a contiguous CPU {kind} tensor of {numel} elements, got "
                 f"{tensor.dtype} on {tensor.device} with {tensor.numel()}"
@@ -262,7 +271,8 @@ def _call(fn: Any, dims: list[int], buffers: Sequence[tuple[str, th.Tensor | Non
         raise ValueError(f"RIMs kernel: dimensions {dims} do not describe a core")
 
 
-def _buffer_sizes(dims: list[int]) -> dict[str, Any]:
+@functools.lru_cache(maxsize=64)
+def _buffer_sizes(dims: tuple[int, ...]) -> dict[str, Any]:
     """:return: the number of elements of each buffer the kernel indexes, for these dimensions (None: not used)."""
     n_steps, batch, n_units, d, heads, key_size, _, comm, gated, n_heads, dk, dv, n_bias = dims
     gates, proj, qkv = 4 * d, 4 * d + heads * key_size, n_heads * (2 * dk + dv)
@@ -280,7 +290,6 @@ def _buffer_sizes(dims: list[int]) -> dict[str, Any]:
         "b_out": n_units * out_size if comm else None,
         "episode_starts": n_steps * batch,
         "out": n_steps * batch * n_units * d,
-        "active": n_steps * n_units * batch,
         "saved": [rows * size for size in saved],
     }
 
@@ -348,7 +357,7 @@ def _forward(
 ) -> tuple[th.Tensor, th.Tensor, th.Tensor, list[th.Tensor]]:
     """:return: out (T, B, kT * d), c_n (kT, B, d), active (T, kT, B) bool, and the saved tensors (kT, T, B, ·)."""
     n_steps, batch, n_units, d = dims[:4]
-    sizes = _buffer_sizes(dims)
+    sizes = _buffer_sizes(tuple(dims))
     new = keys.new_empty
     saved = [new(n_units, n_steps, batch, size // (n_units * n_steps * batch)) for size in sizes["saved"]]
     out = new(n_steps, batch, n_units * d)
@@ -360,8 +369,8 @@ def _forward(
     names = ("keys", "cell_in", "state", "state", "w_rec", "b_rec", "w_qkv", "w_out", "b_out")
     buffers = [(name, t, sizes[name]) for name, t in zip(names, [*inputs, *w], strict=True)]
     buffers += [("episode_starts", starts, None if starts is None else sizes["episode_starts"])]
-    buffers += [("out", out, sizes["out"]), ("state", c_n, sizes["state"]), ("active", active, sizes["active"])]
-    buffers += [("saved", t, size) for t, size in zip(saved, sizes["saved"], strict=True)]
+    buffers += [(name, t, ALLOCATED) for name, t in (("out", out), ("c_n", c_n), ("active", active))]
+    buffers += [("saved", t, ALLOCATED) for t in saved]
     _call(lib.rims_forward_f64 if keys.dtype == th.float64 else lib.rims_forward_f32, dims, buffers, keys.dtype)
     return out, c_n, active, saved
 
@@ -392,7 +401,7 @@ class _NativeSequence(th.autograd.Function):
         active, *saved = ctx.saved_tensors[ctx.n_inputs :]
         n_steps, batch, n_units, d = dims[:4]
         comm = bool(dims[7])
-        sizes = _buffer_sizes(dims)
+        sizes = _buffer_sizes(tuple(dims))
         new = keys.new_empty
         d_out = th.zeros(n_steps, batch, n_units * d, dtype=keys.dtype) if d_out is None else d_out.contiguous()
         d_c_n = th.zeros(n_units, batch, d, dtype=keys.dtype) if d_c_n is None else d_c_n.contiguous()
@@ -407,11 +416,11 @@ class _NativeSequence(th.autograd.Function):
         given += [("cell_in", cell_in.detach().contiguous()), *zip(("w_rec", "w_qkv", "w_out"), wt, strict=True)]
         buffers = [(name, t, sizes[name]) for name, t in given]
         buffers += [("episode_starts", starts, None if starts is None else sizes["episode_starts"])]
-        buffers += [("active", active, sizes["active"])]
-        buffers += [("saved", t, size) for t, size in zip(saved, sizes["saved"], strict=True)]
-        made = [("keys", d_keys), ("cell_in", d_cell_in), ("state", dh0), ("state", dc0)]
-        made += list(zip(("w_rec", "b_rec", "w_qkv", "w_out", "b_out"), grads, strict=True))
-        buffers += [(name, t, sizes[name]) for name, t in made]
+        buffers += [(name, t, ALLOCATED) for name, t in (("active", active), *(("saved", t) for t in saved))]
+        made = [("d_keys", d_keys), ("d_cell_in", d_cell_in), ("dh0", dh0), ("dc0", dc0)]  # shaped as checked inputs
+        buffers += [(name, t, ALLOCATED) for name, t in made]
+        weights = ("w_rec", "b_rec", "w_qkv", "w_out", "b_out")
+        buffers += [(name, g, sizes[name]) for name, g in zip(weights, grads, strict=True)]
         _call(lib.rims_backward_f64 if keys.dtype == th.float64 else lib.rims_backward_f32, dims, buffers, keys.dtype)
         grads = grads[: len(params)]
         return (None, None, None, d_keys, d_cell_in, dh0, dc0, *grads)
