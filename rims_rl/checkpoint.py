@@ -10,10 +10,11 @@ whole training state. A checkpoint with a non-finite tensor is never written (:c
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
-import tempfile
+import secrets
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -32,18 +33,40 @@ CHECKPOINT_RE = re.compile(r"^rl_model_(\d+)_steps\.zip$")
 TMP_RE = re.compile(r"^\..+\.tmp(\.npz)?$")
 
 
+def create_temp_file(folder: str | os.PathLike[str], prefix: str, suffix: str) -> tuple[int, str]:
+    """
+    Create a new file with a random name, as ``tempfile.mkstemp`` does, but with the mode ``open`` gives a new file
+    (0o666 less the umask) instead of 0o600: a file renamed into place then has the same mode as any other result
+    (on a shared machine, readable by others exactly when the umask allows it).
+
+    :param folder: where
+    :param prefix: name prefix
+    :param suffix: name suffix
+    :return: (open file descriptor for writing, path)
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        name = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name in {folder}")
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """
     Write a file atomically: a temporary file in the same folder, flushed and fsynced, then ``os.replace``.
     A crash (even ``kill -9``) leaves either the old file or the new one under ``path``, never a partial one.
+    The file gets the mode the umask gives new files (:func:`create_temp_file`).
 
     :param path: final file name
     :return: context manager yielding a binary file object
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = create_temp_file(path.parent, f".{path.name}.", ".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
             yield file
@@ -361,35 +384,92 @@ def save_vecnormalize(venv: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+#: the VecNormalize settings a statistics file holds, and the types each must have (nothing else is set from a file)
+VECNORMALIZE_SETTINGS: dict[str, tuple[type, ...]] = {
+    "norm_obs": (bool,),
+    "norm_reward": (bool,),
+    "clip_obs": (int, float),
+    "clip_reward": (int, float),
+    "gamma": (int, float),
+    "epsilon": (int, float),
+}
+
+
+def _vecnormalize_settings(meta: dict[str, Any], path: Any) -> dict[str, Any]:
+    """:return: the file's settings, each a known VecNormalize attribute of the right type (bool or finite number)."""
+    settings = meta.get("settings")
+    if not isinstance(settings, dict):
+        raise safe_io.UnsafeCheckpointError(f"{path}: malformed VecNormalize settings")
+    unknown = sorted(set(settings) - set(VECNORMALIZE_SETTINGS) - {"norm_obs_keys"})
+    if unknown:
+        raise safe_io.UnsafeCheckpointError(f"{path}: unknown VecNormalize settings {unknown[:5]}")
+    known = {}
+    for name, types in VECNORMALIZE_SETTINGS.items():
+        value = settings.get(name)
+        number = types != (bool,)
+        if number:
+            fits = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            fits = isinstance(value, bool)
+        if not fits:
+            kind = "a finite number" if number else "true or false"
+            raise safe_io.UnsafeCheckpointError(f"{path}: VecNormalize setting {name!r} must be {kind}, got {value!r:.40}")
+        known[name] = value
+    keys = settings.get("norm_obs_keys")
+    if keys is not None and not (isinstance(keys, list) and all(isinstance(key, str) for key in keys)):
+        raise safe_io.UnsafeCheckpointError(f"{path}: VecNormalize setting 'norm_obs_keys' must be a list of names")
+    return known
+
+
 def load_vecnormalize(path: str | os.PathLike[str], venv: Any) -> Any:
     """
-    Put statistics saved by :func:`save_vecnormalize` into a VecNormalize (no unpickling).
+    Put statistics saved by :func:`save_vecnormalize` into a VecNormalize (no unpickling). Only the settings in
+    :data:`VECNORMALIZE_SETTINGS` are set, each checked for its type, and every statistic must be present with the
+    shape the VecNormalize has; nothing is changed unless the whole file is valid.
 
     :param path: the file
     :param venv: a VecNormalize over the right env
     :return: ``venv``
+    :raises safe_io.UnsafeCheckpointError: not such a file, or one whose content does not fit ``venv``
     """
     import json
 
     from safetensors import safe_open
 
     with safe_open(str(path), framework="np") as file:
-        meta = json.loads((file.metadata() or {}).get("rims_rl", "{}"))
-        if meta.get("format") != "rims_rl.vecnormalize":
+        try:
+            meta = json.loads((file.metadata() or {}).get("rims_rl", "{}"))
+        except json.JSONDecodeError:
+            meta = None
+        if not isinstance(meta, dict) or meta.get("format") != "rims_rl.vecnormalize":
             raise safe_io.UnsafeCheckpointError(f"{path} is not a rims_rl VecNormalize file")
         arrays = {key: file.get_tensor(key) for key in file.keys()}  # safe_open has no __iter__
+    settings = _vecnormalize_settings(meta, path)
+    counts = meta.get("counts")
+    if not isinstance(counts, dict):
+        raise safe_io.UnsafeCheckpointError(f"{path}: malformed VecNormalize counts")
+    if settings["norm_obs"] and getattr(venv, "obs_rms", None) is None:
+        raise safe_io.UnsafeCheckpointError(f"{path} normalizes observations; this VecNormalize was built without")
+    updates: list[tuple[Any, np.ndarray, np.ndarray, float]] = []
 
     def get(prefix: str, rms: Any) -> None:
         if isinstance(rms, dict):
             for key, value in rms.items():
                 get(f"{prefix}.{key}", value)
             return
-        rms.mean, rms.var, rms.count = arrays[f"{prefix}.mean"], arrays[f"{prefix}.var"], meta["counts"][prefix]
+        mean, var, count = arrays.get(f"{prefix}.mean"), arrays.get(f"{prefix}.var"), counts.get(prefix)
+        shape = np.shape(rms.mean)  # a 0-d statistic (the return's) is stored with shape (1,)
+        if mean is None or var is None or mean.size != np.prod(shape) or var.size != np.prod(shape):
+            raise safe_io.UnsafeCheckpointError(f"{path}: no {prefix} statistics of shape {shape}")
+        if isinstance(count, bool) or not isinstance(count, int | float) or not math.isfinite(count) or count < 0:
+            raise safe_io.UnsafeCheckpointError(f"{path}: malformed {prefix} count {count!r:.40}")
+        updates.append((rms, mean.reshape(shape), var.reshape(shape), float(count)))
 
-    for name, value in meta["settings"].items():
-        if name != "norm_obs_keys":
-            setattr(venv, name, value)
-    if venv.norm_obs:
+    if settings["norm_obs"]:
         get("obs_rms", venv.obs_rms)
     get("ret_rms", venv.ret_rms)
+    for name, value in settings.items():
+        setattr(venv, name, value)
+    for rms, mean, var, count in updates:
+        rms.mean, rms.var, rms.count = mean, var, count
     return venv

@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import struct
 import zipfile
 from collections import deque
 from pathlib import Path
@@ -41,6 +42,11 @@ TENSORS_ENTRY = "tensors.safetensors"
 ARRAYS_ENTRY = "arrays.safetensors"
 ALLOWED_ENTRIES = frozenset({META_ENTRY, TENSORS_ENTRY, ARRAYS_ENTRY})
 MAX_META_BYTES = 64 << 20
+#: the most bytes one tensor entry may hold uncompressed (the largest zoo agent holds 14 MB); an entry declaring
+#: more is refused before any of it is decompressed, so a small zip cannot make a reader allocate gigabytes
+MAX_TENSOR_BYTES = 256 << 20
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+                "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}  # fmt: skip
 
 TRUST_HINT = (
     "it is an SB3/sb3-contrib zip whose 'data' entry holds pickled Python objects, which can run arbitrary code "
@@ -344,11 +350,11 @@ def read_container(source: bytes | str | os.PathLike[str]) -> tuple[dict[str, An
     """
     :param source: file bytes or path
     :return: (the parsed JSON, a decoder for its values)
-    :raises UnsafeCheckpointError: not a safe-format file (e.g. an SB3 zip: the message says how to trust one)
+    :raises UnsafeCheckpointError: not a safe-format file (e.g. an SB3 zip: the message says how to trust one), or
+        one whose entries declare more than :data:`MAX_TENSOR_BYTES` or sizes their headers contradict
     :raises zipfile.BadZipFile: not a zip at all
     """
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+    with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else Path(source)) as archive:
         names = set(archive.namelist())
         if "data" in names and META_ENTRY not in names:
             raise UnsafeCheckpointError(TRUST_HINT)
@@ -367,14 +373,95 @@ def read_container(source: bytes | str | os.PathLike[str]) -> tuple[dict[str, An
             raise UnsafeCheckpointError(
                 f"unsupported safe-format version {meta.get('version')!r} (this rims_rl reads {VERSION})"
             )
-        tensor_bytes = archive.read(TENSORS_ENTRY) if TENSORS_ENTRY in names else b""
-        array_bytes = archive.read(ARRAYS_ENTRY) if ARRAYS_ENTRY in names else b""
+        for name in names - {META_ENTRY}:  # every size is checked before any tensor is decompressed
+            _check_declared_size(archive.getinfo(name))
+        tensor_bytes = _read_tensor_entry(archive, TENSORS_ENTRY) if TENSORS_ENTRY in names else b""
+        array_bytes = _read_tensor_entry(archive, ARRAYS_ENTRY) if ARRAYS_ENTRY in names else b""
     try:
         tensors = th_load_bytes(tensor_bytes) if tensor_bytes else {}
         arrays = np_load_bytes(array_bytes) if array_bytes else {}
     except Exception as error:  # safetensors raises its own SafetensorError on a malformed header
         raise UnsafeCheckpointError(f"malformed tensors: {error}") from None
     return meta, Decoder(tensors, arrays)
+
+
+def _check_declared_size(info: zipfile.ZipInfo) -> None:
+    """:raises UnsafeCheckpointError: the entry declares more than :data:`MAX_TENSOR_BYTES` uncompressed."""
+    if info.file_size > MAX_TENSOR_BYTES:
+        raise UnsafeCheckpointError(
+            f"{info.filename} declares {info.file_size} bytes uncompressed, more than rims_rl reads "
+            f"({MAX_TENSOR_BYTES} bytes, rims_rl.safe_io.MAX_TENSOR_BYTES); not read"
+        )
+
+
+def _read_tensor_entry(archive: zipfile.ZipFile, name: str) -> bytes:
+    """
+    Read a safetensors entry in chunks, after checking the sizes its header declares against the entry's.
+
+    :return: the entry's bytes
+    :raises UnsafeCheckpointError: the header's tensors do not add up to the entry's declared size (nothing more is
+        decompressed), or the entry holds fewer bytes than it declares
+    """
+    info = archive.getinfo(name)
+    _check_declared_size(info)
+    size = info.file_size
+    if size == 0:
+        return b""
+    buffer = bytearray(size)  # at most MAX_TENSOR_BYTES; the zip module stops decompressing at the declared size
+    view = memoryview(buffer)
+    with archive.open(info) as stream:
+        done = _read_into(stream, view[:8])
+        (header_size,) = struct.unpack("<Q", view[:8]) if done == 8 else (size,)
+        if header_size > size - 8:
+            raise UnsafeCheckpointError(f"malformed {name}: its header is longer than the entry")
+        done += _read_into(stream, view[8 : 8 + header_size])
+        try:
+            header = json.loads(bytes(view[8:done]))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UnsafeCheckpointError(f"malformed {name} header: {error}") from None
+        data_size = _declared_data_size(header, name)
+        if 8 + header_size + data_size != size:
+            raise UnsafeCheckpointError(
+                f"malformed {name}: its header declares {data_size} bytes of tensors, the entry holds {size - 8 - header_size}"
+            )
+        while done < size:
+            got = _read_into(stream, view[done : min(size, done + (1 << 20))])
+            if got == 0:
+                raise UnsafeCheckpointError(f"truncated {name}")
+            done += got
+    view.release()
+    return bytes(buffer)
+
+
+def _read_into(stream: Any, view: memoryview) -> int:
+    """:return: how many bytes were read into ``view`` (fewer than its length only at the end of the stream)."""
+    done = 0
+    while done < len(view):
+        got = stream.readinto(view[done:])
+        if not got:
+            break
+        done += got
+    return done
+
+
+def _declared_data_size(header: Any, name: str) -> int:
+    """:return: the bytes of tensor data a safetensors header declares (each tensor's offsets must fit its shape)."""
+    if not isinstance(header, dict):
+        raise UnsafeCheckpointError(f"malformed {name} header")
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            begin, stop = (int(v) for v in entry["data_offsets"])
+            count = math.prod(int(n) for n in entry["shape"])
+            item = _DTYPE_BYTES[entry["dtype"]]
+        except (KeyError, TypeError, ValueError):
+            raise UnsafeCheckpointError(f"malformed {name} header entry {key!r:.40}") from None
+        if begin < 0 or stop - begin != count * item:
+            raise UnsafeCheckpointError(f"malformed {name}: tensor {key!r:.40} does not fit its offsets")
+        end = max(end, stop)
+    return end
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 Zoo agents are in rims_rl's safe format (:mod:`rims_rl.safe_io`: JSON + safetensors, never unpickled). A file
 is read once; its SHA-256 is computed over those bytes and the model is loaded from the same bytes, so a file
 swapped after the check is never loaded. Manifest paths must stay inside the zoo folder (no absolute paths, no
-``..``, no symlink leading out). ``python -m rims_rl.zoo convert`` converts old SB3-pickle agents (trusting them
-explicitly), checks that each converted agent acts exactly as the original, and updates the manifest.
+``..``, no symlink leading out). ``python -m rims_rl.zoo convert --trust-remote-code`` converts old SB3-pickle agents
+(the flag trusts them explicitly), checks that each converted agent acts exactly as the original, and updates the manifest.
 ``python -m rims_rl.zoo add RUN...`` adds the final models of finished training runs (weights without the Adam
 state: an agent to act with, not to resume), with their setting, seed, budget and command.
 """
@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -262,11 +261,10 @@ def add_to_zoo(
 
 
 def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
-    os.replace(tmp_name, root / MANIFEST_NAME)
+    from rims_rl.checkpoint import atomic_write
+
+    with atomic_write(root / MANIFEST_NAME) as file:
+        file.write((json.dumps(manifest, indent=1) + "\n").encode())
 
 
 def reference_outputs(model: Any, observations: list[Any]) -> dict[str, Any]:
@@ -323,16 +321,18 @@ def _write_references(root: Path, references: dict[str, Any]) -> None:
         file.write((json.dumps(references, indent=1) + "\n").encode())
 
 
-def convert_zoo(root: str | Path | None = None, log: Any = print) -> list[str]:
+def convert_zoo(root: str | Path | None = None, log: Any = print, trust_remote_code: bool = False) -> list[str]:
     """
     Convert every zoo agent that is still an SB3 pickle zip to the safe format, in place (same path, new hash).
-    The old files are trusted explicitly here (they are the project's own); each converted agent must give exactly
-    the original's actions and action probabilities on fixed observations (recorded in ``reference_outputs.json``
-    for the tests). Idempotent: safe files are skipped.
+    Reading one unpickles it, so it needs ``trust_remote_code=True`` as every other SB3 load; each converted agent
+    must give exactly the original's actions and action probabilities on fixed observations (recorded in
+    ``reference_outputs.json`` for the tests). Idempotent: safe files are skipped.
 
     :param root: zoo folder
     :param log: printer
+    :param trust_remote_code: unpickle the SB3 zips (their code runs): only for a zoo whose source you trust
     :return: the ids converted
+    :raises rims_rl.safe_io.UnsafeCheckpointError: an SB3 zip without ``trust_remote_code`` (nothing is written)
     """
     import numpy as np
 
@@ -347,7 +347,7 @@ def convert_zoo(root: str | Path | None = None, log: Any = print) -> list[str]:
         if is_safe_file(data):
             log(f"{entry.id}: already in the safe format")
             continue
-        original = load_model(data, device="cpu", trust_remote_code=True)  # the project's own files: trusted here
+        original = load_model(data, device="cpu", trust_remote_code=trust_remote_code)
         observations = _reference_observations(original)
         expected = reference_outputs(original, observations)
         new = model_bytes(original)
@@ -462,7 +462,8 @@ def _run_command(run: Path, algo: str, env: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """
-    ``python -m rims_rl.zoo convert [--root DIR]``: convert old-format zoo agents (see :func:`convert_zoo`).
+    ``python -m rims_rl.zoo convert --trust-remote-code [--root DIR]``: convert old-format zoo agents (see
+    :func:`convert_zoo`; without the flag an SB3 zip is refused).
     ``python -m rims_rl.zoo add RUN... [--drop-setting NAME] [--root DIR]``: add finished runs (see :func:`add_runs`).
 
     :param argv: arguments
@@ -473,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="*", help="add: finished train.py run folders")
     parser.add_argument("--drop-setting", nargs="+", default=[], help="add: remove the agents of these settings first")
     parser.add_argument("--root", default=None, help="zoo folder (default: the repository's zoo/)")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="convert: unpickle SB3 zips (runs their code; trusted zoos only)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "add":
@@ -480,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("add: give one or more run folders")
             add_runs(args.runs, args.root, tuple(args.drop_setting))
         else:
-            convert_zoo(args.root)
+            convert_zoo(args.root, trust_remote_code=args.trust_remote_code)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"rims_rl.zoo: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ValueError) else 1

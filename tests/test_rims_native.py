@@ -25,17 +25,6 @@ def forward_backward(core: RIMs, x: th.Tensor, starts: th.Tensor) -> list[th.Ten
     return [out, h, c, x.grad, *(p.grad for p in core.parameters())]
 
 
-@pytest.fixture
-def fresh_loader(monkeypatch, tmp_path):
-    """The kernel loader as in a new process, with an empty cache."""
-    monkeypatch.setitem(rims_native._state, "lib", None)
-    monkeypatch.setitem(rims_native._state, "tried", False)
-    monkeypatch.setitem(rims_native._state, "reason", "")
-    monkeypatch.setenv("RIMS_RL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(rims_native.DISABLE_ENV, raising=False)
-    return tmp_path / "cache"
-
-
 def test_first_use_builds_into_the_cache_and_the_next_process_only_loads(fresh_loader, monkeypatch):
     if rims_native._compiler() is None:
         pytest.skip("no C++ compiler")
@@ -48,13 +37,13 @@ def test_first_use_builds_into_the_cache_and_the_next_process_only_loads(fresh_l
     # a new process: the loader starts over and finds the library in the cache without compiling
     monkeypatch.setitem(rims_native._state, "tried", False)
     monkeypatch.setitem(rims_native._state, "lib", None)
-    run = rims_native.subprocess.run
+    run = rims_native._run
 
-    def refuse_compiling(args, **kwargs):
+    def refuse_compiling(args, timeout_s):
         assert "--version" in args, f"compiled again: {args}"
-        return run(args, **kwargs)
+        return run(args, timeout_s)
 
-    monkeypatch.setattr(rims_native.subprocess, "run", refuse_compiling)
+    monkeypatch.setattr(rims_native, "_run", refuse_compiling)
     assert rims_native.load() is not None
     assert built[0].stat().st_mtime_ns == stamp
 

@@ -10,8 +10,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -23,23 +21,16 @@ from rims_rl.evaluation.scores import MIN_SEEDS_BOOTSTRAP, Comparison, EnvCompar
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file via a temporary file in the same folder, fsync and os.replace (never a partial file).
+    """Write a file via a temporary file in the same folder, fsync and os.replace (never a partial file), with the
+    mode the umask gives new files (see :func:`rims_rl.checkpoint.atomic_write`).
 
     :param path: destination
     :param data: content
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from rims_rl.checkpoint import atomic_write
+
+    with atomic_write(path) as file:
+        file.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

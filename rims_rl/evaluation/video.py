@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,9 @@ def record_video(
     frames = [np.pad(f, ((0, h % 2), (0, w % 2), (0, 0))) for f in frames]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
+    from rims_rl.checkpoint import create_temp_file
+
+    fd, tmp = create_temp_file(path.parent, f".{path.stem}.", ".mp4")  # the umask's mode, as every other result
     os.close(fd)
     try:
         imageio.mimsave(tmp, frames, fps=fps, macro_block_size=1)

@@ -9,6 +9,8 @@ Covered: the LSTM cell, ``selection="null"``, communication on or off with a pla
 number of input heads, no dropout. ``RIMs`` uses the autograd step for everything else, and the compiled
 kernel of ``rims_native.py`` instead of this path on CPU where that kernel is available (same results). The results equal
 the autograd path up to float rounding (tests/test_rims_fused.py checks values and gradients in float64).
+A backward with ``create_graph=True`` (second derivatives, a gradient penalty) runs autograd through the same
+forward instead (:func:`differentiable_backward`), so that its result has a graph too.
 
 Shapes are unit-major as in ``rims.py``: kT units, B envs, unit size d.
 """
@@ -16,10 +18,21 @@ Shapes are unit-major as in ``rims.py``: kT units, B envs, unit size d.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import torch as th
-from torch.autograd.function import once_differentiable
+import torch.nn.functional as F
+
+#: the core's settings the sequence functions read; the forward keeps a copy for its backward, so that a setting
+#: changed on the module between the two cannot make the backward read the saved tensors with other dimensions
+CONFIG = ("n_units", "unit_size", "input_heads", "input_key_size", "k_active", "communication", "residual",
+          "comm_heads", "comm_key_size", "comm_value_size")  # fmt: skip
+
+
+def config(core: Any) -> SimpleNamespace:
+    """:return: a copy of the settings of ``core`` (a ``RIMs``) the sequence functions read (:data:`CONFIG`)."""
+    return SimpleNamespace(**{name: getattr(core, name) for name in CONFIG})
 
 
 class _Saved:
@@ -170,17 +183,20 @@ class _RimsSequence(th.autograd.Function):
     def forward(ctx: Any, core: Any, reset: th.Tensor | None, reset_steps: set[int], *tensors: th.Tensor) -> Any:
         keys, cell_in, h0, c0, *params = tensors
         saved = _Saved()
+        core = config(core)
         out, c_n, active = _forward(core, keys, cell_in, h0, c0, reset, reset_steps, list(params), saved)
         ctx.core, ctx.reset, ctx.reset_steps, ctx.saved = core, reset, reset_steps, saved
-        ctx.save_for_backward(keys, cell_in, *params)
+        ctx.save_for_backward(*tensors)
         ctx.mark_non_differentiable(active)
         return out, c_n, active
 
     @staticmethod
-    @once_differentiable  # the hand-written backward is not itself differentiable: refuse double backward loudly
     def backward(ctx: Any, d_out: th.Tensor | None, d_c_n: th.Tensor | None, _d_active: Any) -> Any:
+        if th.is_grad_enabled():  # create_graph=True: the gradient must itself be differentiable
+            inputs = ctx.saved_tensors
+            return (None, None, None, *differentiable_backward(ctx.core, ctx.reset, ctx.reset_steps, inputs, d_out, d_c_n))
         core, reset, reset_steps, saved = ctx.core, ctx.reset, ctx.reset_steps, ctx.saved
-        keys, cell_in, *params = ctx.saved_tensors
+        keys, cell_in, _h0, _c0, *params = ctx.saved_tensors
         w_rec = params[0]
         comm = core.communication
         d, heads, key_size = core.unit_size, core.input_heads, core.input_key_size
@@ -237,6 +253,51 @@ class _RimsSequence(th.autograd.Function):
         d_cell_in_t = th.stack(d_cell_in[::-1])
         # ctx.saved is kept: a second backward (retain_graph=True) reads it again; it is freed with the graph
         return (None, None, None, d_keys_t, d_cell_in_t, dh, dc, *grads)
+
+
+def differentiable_backward(
+    core: Any,
+    reset: th.Tensor | None,
+    reset_steps: set[int],
+    inputs: tuple[th.Tensor, ...],
+    d_out: th.Tensor | None,
+    d_c_n: th.Tensor | None,
+    batch_major: bool = False,
+) -> list[th.Tensor | None]:
+    """
+    The backward as a differentiable function of the inputs and the incoming gradients, for a backward run with
+    ``create_graph=True`` (a gradient penalty, second derivatives): the sequence is run again with autograd
+    recording (the same maths as the forward) and autograd gives the gradients, with their own graph. The
+    hand-written backwards are not differentiable themselves.
+
+    :param core: the forward's :func:`config`
+    :param reset: as for :func:`rims_sequence`
+    :param reset_steps: as for :func:`rims_sequence`
+    :param inputs: the forward's (keys, cell_in, h0, c0, *params) as saved by it (still part of their graph)
+    :param d_out: gradient of the output sequence, or None
+    :param d_c_n: gradient of the final c, or None
+    :param batch_major: the compiled path's layouts: cell_in (T, B, kT, heads, 4d), the output (T, B, kT d), a bias
+        over the gate outputs only
+    :return: the gradient of each input (None where it needs none)
+    """
+    keys, cell_in, h0, c0, *params = inputs
+    if batch_major:
+        cell_in = cell_in.transpose(1, 2)
+        bias, n_out = params[1], params[0].shape[-1]
+        params = [params[0], F.pad(bias, (0, n_out - bias.shape[-1])), *params[2:]]
+    out, c_n, _ = _forward(core, keys, cell_in, h0, c0, reset, reset_steps, params, None)
+    if batch_major:
+        out = out.permute(0, 2, 1, 3).flatten(2)
+    pairs = [(o, g) for o, g in ((out, d_out), (c_n, d_c_n)) if g is not None and o.requires_grad]
+    wanted = [i for i, t in enumerate(inputs) if t.requires_grad]
+    grads: list[th.Tensor | None] = [None] * len(inputs)
+    if pairs and wanted:
+        got = th.autograd.grad(
+            [o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs], create_graph=True, allow_unused=True
+        )
+        for i, g in zip(wanted, got, strict=True):
+            grads[i] = g
+    return grads
 
 
 def _communicate_backward(

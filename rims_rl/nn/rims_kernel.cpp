@@ -30,9 +30,13 @@ namespace {
 template <typename T>
 inline T fast_exp(T x);
 
+// NaN in gives NaN out without converting NaN to an integer (undefined behaviour): x is replaced by 0 for the
+// arithmetic and the result by x at the end. The exponent bits are built in unsigned arithmetic (no negative shift).
 template <>
 inline double fast_exp<double>(double x) {
-    x = x < -708.0 ? -708.0 : (x > 708.0 ? 708.0 : x);
+    const bool nan = x != x;
+    const double in = x;
+    x = nan ? 0.0 : (x < -708.0 ? -708.0 : (x > 708.0 ? 708.0 : x));
     const double n = std::nearbyint(x * 1.4426950408889634);
     const double r = (x - n * 0.693147180369123816490) - n * 1.90821492927058770002e-10;
     double p = 1.0 / 479001600.0;  // Taylor to r^12: relative error < 2e-16 for |r| <= 0.35
@@ -48,15 +52,17 @@ inline double fast_exp<double>(double x) {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    const int64_t bits = (static_cast<int64_t>(n) + 1023) << 52;
+    const uint64_t bits = static_cast<uint64_t>(static_cast<int64_t>(n) + 1023) << 52;
     double scale;
     std::memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return nan ? in : p * scale;
 }
 
 template <>
 inline float fast_exp<float>(float x) {
-    x = x < -87.0f ? -87.0f : (x > 87.0f ? 87.0f : x);
+    const bool nan = x != x;
+    const float in = x;
+    x = nan ? 0.0f : (x < -87.0f ? -87.0f : (x > 87.0f ? 87.0f : x));
     const float n = std::nearbyint(x * 1.44269504f);
     const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;  // Cephes expf polynomial
@@ -66,10 +72,10 @@ inline float fast_exp<float>(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+    const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
     float scale;
     std::memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return nan ? in : p * scale;
 }
 
 template <typename T>
@@ -178,6 +184,7 @@ void forward(const Dims& D, const Fwd<T>& F) {
     std::vector<T> proj(U * B * P);
     std::vector<T> null_attn(U * B);
     std::vector<uint8_t> act(U * B);
+    std::vector<T> scores(U);  // one query's communication scores over the key units
     for (int64_t t = 0; t < T_; ++t) {
         const T* keys = F.keys + t * B * H * Kk;
         if (F.starts) {  // episode start: the state is set (not multiplied) to zero, so NaN or inf cannot survive
@@ -220,14 +227,19 @@ void forward(const Dims& D, const Fwd<T>& F) {
                 null_attn[u * B + b] = T(1) - mean / T(H);
             }
         }
-        // Step 2: the kA units with the least attention on the null row are active (ties: lower unit first).
+        // Step 2: the kA units with the least attention on the null row are active (ties: lower unit first). As in
+        // torch.sort, NaN ranks after every number and NaNs tie with each other.
         for (int64_t b = 0; b < B; ++b)
             for (int64_t u = 0; u < U; ++u) {
                 int64_t rank = 0;
                 const T mine = null_attn[u * B + b];
+                const bool mine_nan = mine != mine;
                 for (int64_t v = 0; v < U; ++v) {
                     const T other = null_attn[v * B + b];
-                    rank += (other < mine) || (other == mine && v < u);
+                    const bool other_nan = other != other;
+                    const bool less = mine_nan ? !other_nan : other < mine;
+                    const bool tie = mine_nan ? other_nan : other == mine;
+                    rank += less || (tie && v < u);
                 }
                 act[u * B + b] = D.kA >= U || rank < D.kA;
             }
@@ -275,7 +287,6 @@ void forward(const Dims& D, const Fwd<T>& F) {
                 }
                 gemm<T>(B, Q, d, comm_in, d, F.w_qkv + u * d * Q, Q, F.s_qkv + ut * Q, Q, false);
             }
-            T scores[64];  // U <= 64 is checked by the caller
             for (int64_t uq = 0; uq < U; ++uq)
                 for (int64_t b = 0; b < B; ++b) {
                     const T* qrow = F.s_qkv + ((uq * T_ + t) * B + b) * Q;
@@ -557,8 +568,18 @@ Dims dims_from(const int64_t* v) {
     return Dims{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12]};
 }
 
+// The dimensions the loops index with must describe a RIMs core; the buffers' sizes are checked against them
+// by the caller (rims_native.py) right before each call.
+bool valid(const Dims& D) {
+    const bool sizes = D.T >= 1 && D.B >= 1 && D.U >= 1 && D.d >= 1 && D.H >= 1 && D.Kk >= 1 && D.kA >= 1;
+    const bool flags = (D.comm == 0 || D.comm == 1) && (D.gated == 0 || D.gated == D.comm);
+    const bool comm = D.comm ? (D.CH >= 1 && D.dk >= 1 && D.dv >= 1) : (D.CH == 0 && D.dk == 0 && D.dv == 0);
+    return sizes && flags && comm && D.Pb >= 0 && D.Pb <= D.P();
+}
+
 template <typename T>
-void forward_entry(const int64_t* dims, void* const* p) {
+int forward_entry(const int64_t* dims, void* const* p) {
+    if (!valid(dims_from(dims))) return 1;
     Fwd<T> F;
     const T** in[] = {&F.keys, &F.cell_in, &F.h0, &F.c0, &F.w_rec, &F.b_rec, &F.w_qkv, &F.w_out, &F.b_out};
     int i = 0;
@@ -571,10 +592,12 @@ void forward_entry(const int64_t* dims, void* const* p) {
                    &F.s_comm_in, &F.s_qkv, &F.s_probs, &F.s_read,   &F.s_out};
     for (auto ptr : saved) *ptr = static_cast<T*>(p[i++]);
     forward<T>(dims_from(dims), F);
+    return 0;
 }
 
 template <typename T>
-void backward_entry(const int64_t* dims, void* const* p) {
+int backward_entry(const int64_t* dims, void* const* p) {
+    if (!valid(dims_from(dims))) return 1;
     Bwd<T> F;
     const T** in[] = {&F.d_out, &F.d_cn, &F.keys, &F.cell_in, &F.wt_rec, &F.wt_qkv, &F.wt_out};
     int i = 0;
@@ -587,14 +610,16 @@ void backward_entry(const int64_t* dims, void* const* p) {
     T** out[] = {&F.d_keys, &F.d_cell_in, &F.dh0, &F.dc0, &F.g_rec, &F.g_brec, &F.g_qkv, &F.g_out, &F.g_bout};
     for (auto ptr : out) *ptr = static_cast<T*>(p[i++]);
     backward<T>(dims_from(dims), F);
+    return 0;
 }
 
 }  // namespace
 
 extern "C" {
-int rims_kernel_version() { return 2; }
-void rims_forward_f32(const int64_t* dims, void* const* ptrs) { forward_entry<float>(dims, ptrs); }
-void rims_forward_f64(const int64_t* dims, void* const* ptrs) { forward_entry<double>(dims, ptrs); }
-void rims_backward_f32(const int64_t* dims, void* const* ptrs) { backward_entry<float>(dims, ptrs); }
-void rims_backward_f64(const int64_t* dims, void* const* ptrs) { backward_entry<double>(dims, ptrs); }
+// Each entry returns 0, or 1 for dimensions that do not describe a core (nothing is read or written then).
+int rims_kernel_version() { return 3; }
+int rims_forward_f32(const int64_t* dims, void* const* ptrs) { return forward_entry<float>(dims, ptrs); }
+int rims_forward_f64(const int64_t* dims, void* const* ptrs) { return forward_entry<double>(dims, ptrs); }
+int rims_backward_f32(const int64_t* dims, void* const* ptrs) { return backward_entry<float>(dims, ptrs); }
+int rims_backward_f64(const int64_t* dims, void* const* ptrs) { return backward_entry<double>(dims, ptrs); }
 }
