@@ -149,7 +149,7 @@ def test_crafted_resume_checkpoint_never_runs(tmp_path: Path, clean_sb3: Path, c
     assert code == 2
     assert "no complete checkpoint" in _single_stderr_line(capsys)
     assert train_main(["--resume", str(run / "checkpoints" / "rl_model_128_steps.zip"), "--no-progress"]) == 2
-    assert "cannot load" in _single_stderr_line(capsys)
+    assert "cannot resume" in _single_stderr_line(capsys)
     assert not marker.exists()
 
 
