@@ -795,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     Entry point of ``rims-train`` and ``python train.py``.
 
     :param argv: arguments (None: ``sys.argv[1:]``)
-    :return: exit code (0 ok, 2 user error, 130 interrupted)
+    :return: exit code (0 ok, 1 training stopped: a non-finite value or a failed write, 2 user error, 130 interrupted)
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
