@@ -303,6 +303,14 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     return merged
 
 
+def yaml_error_line(error: yaml.YAMLError, path: str | os.PathLike[str]) -> str:
+    """:return: ``malformed YAML in PATH (line L, column C): PROBLEM``, one line"""
+    mark = getattr(error, "problem_mark", None)
+    at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    problem = getattr(error, "problem", None) or (str(error).splitlines() or ["?"])[0]
+    return f"malformed YAML in {path}{at}: {problem}"
+
+
 def select_section(env_id: str) -> list[str]:
     """
     :param env_id: gymnasium env id
@@ -344,10 +352,7 @@ def load_agent_config(
     except FileNotFoundError:
         raise ConfigError(f"hyperparameter file not found: {path}") from None
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"malformed YAML in {path}{at}: {problem}") from None
+        raise ConfigError(yaml_error_line(error, path)) from None
     if not isinstance(content, dict):
         raise ConfigError(f"{path} must map env ids (or atari/minigrid/default) to hyperparameters")
     section = next((name for name in select_section(env_id) if name in content), None)

@@ -217,11 +217,11 @@ def test_11_refused_resume_extension_rewrites_nothing(run: Path, tmp_path: Path,
 @pytest.mark.parametrize(
     "name, text, needle",
     [
-        ("args.yml", "env: [unclosed\n", "cannot read"),
+        ("args.yml", "env: [unclosed\n", "malformed YAML"),
         ("args.yml", "- a list\n", "not a mapping"),
         ("args.yml", None, "lacks 'seed'"),
         ("args.yml", "", "not a mapping"),
-        ("config.yml", "n_steps: {{\n", "cannot read"),
+        ("config.yml", "n_steps: {{\n", "malformed YAML"),
         ("config.yml", "learning_rate: .inf\n", "finite"),
         ("config.yml", "n_stepz: 32\n", "n_stepz"),
     ],

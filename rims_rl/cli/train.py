@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from rims_rl.cli.args import CliError, HelpFormatter, OneLineParser, non_negative_int, positive_int
-from rims_rl.config import ALGOS, AgentConfig, ConfigError, load_agent_config, parse_override
+from rims_rl.config import ALGOS, AgentConfig, ConfigError, load_agent_config, parse_override, yaml_error_line
 
 DEFAULT_SETTING = "gridworld-pickup"
 #: The default budget, in one place: without ``--env`` (the default setting) and without ``-n``, a short run that
@@ -319,7 +319,9 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     """:raises CliError: ``path`` is unreadable, not YAML or not a mapping"""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
+    except yaml.YAMLError as error:
+        raise CliError(f"--resume: {yaml_error_line(error, path)}") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as error:
         raise CliError(f"--resume: cannot read {path}: {_first_line(error)}") from None
     if not isinstance(data, dict):
         raise CliError(f"--resume: {path} is not a mapping (a run folder's record, written by rims-train)")
