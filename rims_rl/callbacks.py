@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import traceback
 import warnings
 import zipfile
 from pathlib import Path
@@ -35,6 +36,24 @@ class TrainingInterrupted(Exception):
     def __init__(self, checkpoint: Path) -> None:
         super().__init__(f"training interrupted; checkpoint saved to {checkpoint}")
         self.checkpoint = checkpoint
+
+
+def nonfinite_distribution(error: ValueError, model: Any) -> str | None:
+    """
+    Tell the error torch.distributions raises on non-finite action logits (an update that diverged part-way, or a
+    non-finite observation) from other errors, without any check during training.
+
+    :param error: raised by ``model.learn``
+    :param model: the model being trained
+    :return: the cause, for :class:`~rims_rl.checkpoint.NonFiniteError`; None for another error
+    """
+    message = str(error)
+    if "to satisfy the constraint" not in message or "invalid values" not in message:
+        return None
+    in_update = any(frame.name == "train" for frame in traceback.extract_tb(error.__traceback__))
+    where = "during an update (it diverged)" if in_update else "while collecting a rollout"
+    cause = nonfinite_cause(model)
+    return f"non-finite action logits {where}" + (f" ({cause})" if cause else "")
 
 
 class ResumableCheckpointCallback(CheckpointCallback):
@@ -77,9 +96,9 @@ class ResumableCheckpointCallback(CheckpointCallback):
 
     def _on_rollout_start(self) -> None:
         # Called after the previous rollout's gradient update: policy, optimizer, env and RNGs are consistent.
+        self.check_finite()  # also at the first boundary (a resumed run's loaded state)
         if self.num_timesteps == self.last_save_timesteps:
             return
-        self.check_finite()
         due = self.save_every > 0 and self.num_timesteps - self.last_save_timesteps >= self.save_every
         if due or self.stop_requested:
             self.save_checkpoint()

@@ -320,27 +320,39 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
+    """
+    :param path: a checkpoint file
+    :return: why training cannot resume from it (unreadable, no resume state, non-finite weights or optimizer
+        state, non-finite recurrent state), one line; None if it can
+    """
+    try:
+        meta, decoder = safe_io.read_container(path)
+        extra = decoder.decode(meta["extra"]) if "extra" in meta else None
+        params = decoder.decode(meta.get("params"))
+    except (zipfile.BadZipFile, OSError, safe_io.UnsafeCheckpointError, KeyError, ValueError, TypeError,
+            RecursionError) as error:  # fmt: skip
+        why = "an SB3 zip (pickled), not a rims_rl safe checkpoint" if str(error) == safe_io.TRUST_HINT else str(error)
+        return f"unreadable ({(why.splitlines() or [type(error).__name__])[0][:120]})"
+    if not isinstance(extra, dict) or not isinstance(extra.get("resume"), dict):
+        return "no resume state"
+    if not safe_io.all_finite(params):
+        return "non-finite weights or optimizer state"
+    if not safe_io.all_finite(extra["resume"].get("last_lstm_states")):
+        return "non-finite recurrent state"
+    return None
+
+
 def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
     """
     :param folder: a run's ``checkpoints/`` folder
-    :return: the newest checkpoint that reads as a safe-format file with a resume state and finite weights, or None
+    :return: the newest checkpoint that :func:`checkpoint_problem` finds nothing wrong with, or None
     """
     for _, path in reversed(list_checkpoints(folder)):
-        try:
-            meta, decoder = safe_io.read_container(path)
-            extra = decoder.decode(meta["extra"]) if "extra" in meta else None
-            params = decoder.decode(meta.get("params"))
-        except (zipfile.BadZipFile, OSError, safe_io.UnsafeCheckpointError, KeyError, ValueError, TypeError) as error:
-            why = "an SB3 zip (pickled), not a rims_rl safe checkpoint" if str(error) == safe_io.TRUST_HINT else str(error)
-            warnings.warn(f"skipping unreadable checkpoint {path} ({why[:120]})", stacklevel=2)
-            continue
-        if not isinstance(extra, dict) or "resume" not in extra:
-            warnings.warn(f"skipping {path}: no resume state", stacklevel=2)
-            continue
-        if not safe_io.all_finite(params):
-            warnings.warn(f"skipping {path}: non-finite weights", stacklevel=2)
-            continue
-        return path
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        warnings.warn(f"skipping {path}: {problem}", stacklevel=2)
     return None
 
 

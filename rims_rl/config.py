@@ -8,6 +8,7 @@ through explicit whitelists and schedules are written ``"lin_<initial value>"``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -136,6 +137,7 @@ class AgentConfig:
         :param where: location for the error message (e.g. ``rims_ppo.yml[minigrid]``)
         :raises ConfigError: the first value out of range, one line
         """
+        self._check_finite(where)
         positive: dict[str, int] = {"n_timesteps": self.n_timesteps, "n_envs": self.n_envs, "n_steps": self.n_steps,
                     "batch_size": self.batch_size, "n_epochs": self.n_epochs}  # fmt: skip
         for name, value in positive.items():
@@ -151,9 +153,7 @@ class AgentConfig:
                 raise ConfigError(f"hyperparameter {name!r} in {where} must be in [0, 1], got {fraction}")
         for name in ("learning_rate", "clip_range"):
             schedule = getattr(self, name)
-            start = parse_schedule(schedule, name)
-            initial = start if isinstance(start, float) else float(str(schedule)[len("lin_") :])
-            if not initial > 0.0:
+            if not schedule_start(schedule, name) > 0.0:
                 raise ConfigError(f"hyperparameter {name!r} in {where} must be > 0, got {schedule!r}")
         non_negative: dict[str, float] = {"ent_coef": self.ent_coef, "vf_coef": self.vf_coef}
         for name, coef in non_negative.items():
@@ -165,6 +165,16 @@ class AgentConfig:
                 raise ConfigError(f"hyperparameter {name!r} in {where} must be > 0, got {optional}")
         if self.frame_stack is not None and self.frame_stack < 0:
             raise ConfigError(f"hyperparameter 'frame_stack' in {where} must be >= 0 (0 or 1: none), got {self.frame_stack}")
+
+    def _check_finite(self, where: str) -> None:
+        """:raises ConfigError: a float hyperparameter (or a schedule's start) is NaN or infinite"""
+        for name in ("learning_rate", "clip_range", "clip_range_vf", "gamma", "gae_lambda", "ent_coef", "vf_coef",
+                     "max_grad_norm", "target_kl"):  # fmt: skip
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not math.isfinite(schedule_start(value, name)):
+                raise ConfigError(f"hyperparameter {name!r} in {where} must be finite, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """:return: plain mapping (YAML-serialisable), as written to the run folder's config.yml."""
@@ -192,6 +202,16 @@ def parse_schedule(value: float | str, name: str = "value") -> float | Callable[
 
         return LinearSchedule(start, 0.0, 1.0)
     raise ConfigError(f"hyperparameter {name!r} must be a number or 'lin_<number>', got {value!r}")
+
+
+def schedule_start(value: float | str, name: str = "value") -> float:
+    """
+    :param value: a number or ``"lin_<number>"``
+    :param name: hyperparameter name, for the error message
+    :return: the value at the start of training
+    """
+    start = parse_schedule(value, name)
+    return start if isinstance(start, float) else float(str(value)[len("lin_") :])
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -283,6 +303,14 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     return merged
 
 
+def yaml_error_line(error: yaml.YAMLError, path: str | os.PathLike[str]) -> str:
+    """:return: ``malformed YAML in PATH (line L, column C): PROBLEM``, one line"""
+    mark = getattr(error, "problem_mark", None)
+    at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    problem = getattr(error, "problem", None) or (str(error).splitlines() or ["?"])[0]
+    return f"malformed YAML in {path}{at}: {problem}"
+
+
 def select_section(env_id: str) -> list[str]:
     """
     :param env_id: gymnasium env id
@@ -324,10 +352,7 @@ def load_agent_config(
     except FileNotFoundError:
         raise ConfigError(f"hyperparameter file not found: {path}") from None
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"malformed YAML in {path}{at}: {problem}") from None
+        raise ConfigError(yaml_error_line(error, path)) from None
     if not isinstance(content, dict):
         raise ConfigError(f"{path} must map env ids (or atari/minigrid/default) to hyperparameters")
     section = next((name for name in select_section(env_id) if name in content), None)

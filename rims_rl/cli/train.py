@@ -7,11 +7,14 @@ checkpoints/, best_model.zip, ``<env>.zip`` (final model), evaluations.npz and T
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ import numpy as np
 import yaml
 
 from rims_rl.cli.args import CliError, HelpFormatter, OneLineParser, non_negative_int, positive_int
-from rims_rl.config import ALGOS, AgentConfig, ConfigError, load_agent_config, parse_override
+from rims_rl.config import ALGOS, AgentConfig, ConfigError, load_agent_config, parse_override, yaml_error_line
 
 DEFAULT_SETTING = "gridworld-pickup"
 #: The default budget, in one place: without ``--env`` (the default setting) and without ``-n``, a short run that
@@ -163,6 +166,42 @@ def new_run_folder(log_folder: str, algo: str, env_id: str) -> Path:
             ids.append(max(ids, default=0) + 1)
 
 
+def _os_error(error: OSError) -> str:
+    """:return: an OSError in one line: its message and the file it names"""
+    what = error.strerror or _first_line(error)
+    return f"{what} ({error.filename})" if error.filename else what
+
+
+def start_run_folder(log_folder: str, algo: str, env_id: str, config: AgentConfig, saved: dict[str, Any],
+                     argv: list[str]) -> Path:  # fmt: skip
+    """
+    Create a new run folder and write its record (config.yml, args.yml, command.txt); a write that fails removes
+    the folder again.
+
+    :param log_folder: ``-f``
+    :param algo: the run's algo
+    :param env_id: the training env id
+    :param config: the hyperparameters (config.yml)
+    :param saved: the run's arguments (args.yml)
+    :param argv: the raw arguments (command.txt)
+    :return: the run folder
+    :raises CliError: the folder or a file in it cannot be written
+    """
+    try:
+        run_folder = new_run_folder(log_folder, algo, env_id)
+    except OSError as error:
+        raise CliError(f"cannot create a run folder under {log_folder}: {_os_error(error)}") from None
+    try:
+        _write_yaml(run_folder / "config.yml", config.to_dict())
+        _write_yaml(run_folder / "args.yml", saved)
+        (run_folder / "command.txt").write_text(shlex.join(["rims-train", *argv]) + "\n")
+    except OSError as error:
+        shutil.rmtree(run_folder, ignore_errors=True)
+        raise CliError(f"cannot write the run folder {run_folder}: {_os_error(error)}") from None
+    print(f"Run folder: {run_folder}", flush=True)
+    return run_folder
+
+
 def _write_yaml(path: Path, data: Any) -> None:
     from rims_rl.checkpoint import atomic_write
 
@@ -237,7 +276,7 @@ def _find_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, Path]:
     :return: (run folder, checkpoint) for ``--resume``; with no value, the newest run of --algo/--env that has a
         complete checkpoint (runs that failed before their first checkpoint are skipped)
     """
-    from rims_rl.checkpoint import CHECKPOINT_RE, latest_checkpoint
+    from rims_rl.checkpoint import CHECKPOINT_RE, checkpoint_problem, latest_checkpoint
 
     target = Path(args.resume)
     if args.resume == "latest":
@@ -256,6 +295,9 @@ def _find_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, Path]:
         run = target.parent.parent
         if target.parent.name != "checkpoints" or not CHECKPOINT_RE.match(target.name) or not (run / "config.yml").is_file():
             raise CliError(f"--resume: {target} is not a checkpoint of a run folder (RUN/checkpoints/rl_model_<n>_steps.zip)")
+        problem = checkpoint_problem(target)
+        if problem is not None:
+            raise CliError(f"--resume: cannot resume from {target}: {problem} (--resume {run} takes the newest good one)")
         return run, target
     if not (target / "config.yml").is_file():
         raise CliError(f"--resume: {target} is neither a run folder (with config.yml) nor a checkpoint file")
@@ -265,32 +307,117 @@ def _find_resume_checkpoint(args: argparse.Namespace) -> tuple[Path, Path]:
     return target, checkpoint
 
 
-def _load_trained_agent(model: Any, path: str, trust_remote_code: bool = False) -> None:
-    """
-    Copy a checkpoint's policy weights into ``model`` (fresh optimizer), after checking that the spaces match.
+#: The errors of a write that fails for want of space or permission (a training run stops with one line).
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
 
-    :param model: the new model, built for the target env
+#: The keys of a run folder's args.yml that ``--resume`` uses, with their types.
+RUN_RECORD = {"env": str, "algo": str, "seed": int, "n_envs": int, "n_timesteps": int, "vec_env": str, "eval_freq": int,
+              "save_freq": int, "eval_episodes": int}  # fmt: skip
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """:raises CliError: ``path`` is unreadable, not YAML or not a mapping"""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise CliError(f"--resume: {yaml_error_line(error, path)}") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as error:
+        raise CliError(f"--resume: cannot read {path}: {_first_line(error)}") from None
+    if not isinstance(data, dict):
+        raise CliError(f"--resume: {path} is not a mapping (a run folder's record, written by rims-train)")
+    return data
+
+
+def read_run_record(run_folder: Path) -> tuple[dict[str, Any], AgentConfig]:
+    """
+    :param run_folder: a run folder being resumed
+    :return: (its args.yml, its config.yml as hyperparameters), both checked
+    :raises CliError: a file is unreadable, not YAML, lacks a key or holds a value out of range
+    """
+    from rims_rl.config import _build
+
+    path = run_folder / "args.yml"
+    saved = _read_yaml_mapping(path)
+    for key, kind in RUN_RECORD.items():
+        value = saved.get(key)
+        if key not in saved:
+            raise CliError(f"--resume: {path} lacks {key!r} (not a complete run record)")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CliError(f"--resume: {path}: {key!r} must be of type {kind.__name__}, got {value!r}")
+    if saved["algo"] not in ALGOS or saved["vec_env"] not in ("dummy", "subproc", "envpool"):
+        raise CliError(f"--resume: {path}: unknown algo {saved['algo']!r} or vec_env {saved['vec_env']!r}")
+    for key in ("n_envs", "n_timesteps", "eval_episodes"):
+        if saved[key] < 1:
+            raise CliError(f"--resume: {path}: {key!r} must be positive, got {saved[key]}")
+    config_path = run_folder / "config.yml"
+    try:
+        config = _build(AgentConfig, _read_yaml_mapping(config_path), str(config_path))
+        config.validate(str(config_path))
+    except ConfigError as error:
+        raise CliError(f"--resume: {error}") from None
+    return saved, config
+
+
+def check_device(name: str) -> None:
+    """
+    :param name: ``--device``
+    :raises CliError: not a torch device, or one this machine lacks (torch would otherwise fall back to the CPU
+        silently or fail after the run folder exists)
+    """
+    import torch as th
+
+    valid = "auto, cpu, cuda, cuda:<index>, mps"
+    if name == "auto":
+        return
+    try:
+        device = th.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise CliError(f"--device {name!r} is not a torch device; valid: {valid}") from None
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        if not th.cuda.is_available():
+            raise CliError(f"--device {name}: CUDA is not available on this machine (torch {th.__version__}); use "
+                           "--device cpu or auto")  # fmt: skip
+        if device.index is not None and device.index >= th.cuda.device_count():
+            raise CliError(f"--device {name}: this machine has {th.cuda.device_count()} CUDA device(s)")
+        return
+    if device.type == "mps" and th.backends.mps.is_available():
+        return
+    raise CliError(f"--device {name}: not available on this machine; valid: {valid}")
+
+
+def read_trained_agent(path: str, env: Any, policy: Any, trust_remote_code: bool = False) -> dict[str, Any]:
+    """
+    Read ``-i``'s checkpoint and check that its weights fit the new run (the spaces and the policy architecture).
+
     :param path: checkpoint zip (rims_rl's safe format; an SB3 zip only with ``trust_remote_code``)
+    :param env: the training env as the model will see it (wrapped)
+    :param policy: a policy built as the model's will be
     :param trust_remote_code: allow an SB3 zip (unpickles)
+    :return: the policy's state dict, for the model once it is built (a fresh optimizer)
+    :raises CliError: the file is missing, refused, unreadable or does not fit
     """
     from rims_rl.safe_io import UnsafeCheckpointError, load_model
 
     if not os.path.isfile(path):
         raise CliError(f"--trained-agent: no such file {path}")
     try:
-        source = load_model(path, device=model.device, trust_remote_code=trust_remote_code)
+        source = load_model(path, device="cpu", trust_remote_code=trust_remote_code)
     except UnsafeCheckpointError as error:
-        raise CliError(f"--trained-agent: refusing {path}: {error}") from None
+        raise CliError(f"--trained-agent: refusing {path}: {_first_line(error)}") from None
     except Exception as error:
-        raise CliError(f"--trained-agent: cannot read {path}: {error}") from None
+        raise CliError(f"--trained-agent: cannot read {path}: {_first_line(error)}") from None
     for name in ("observation_space", "action_space"):
-        if getattr(source, name) != getattr(model, name):
-            saved, wanted = getattr(source, name), getattr(model, name)
+        if getattr(source, name) != getattr(env, name):
+            saved, wanted = getattr(source, name), getattr(env, name)
             raise CliError(f"--trained-agent: {name} differs: checkpoint {saved} vs env {wanted}")
+    state: dict[str, Any] = source.policy.state_dict()
     try:
-        model.policy.load_state_dict(source.policy.state_dict())
+        policy.load_state_dict(state)
     except RuntimeError as error:
-        raise CliError(f"--trained-agent: policy architecture differs: {str(error).splitlines()[0]}") from None
+        raise CliError(f"--trained-agent: policy architecture differs: {_first_line(error)}") from None
+    return state
 
 
 def _first_line(error: BaseException) -> str:
@@ -314,11 +441,13 @@ def _check_log_folder(log_folder: str, algo: str) -> None:
         raise CliError(f"-f/--log-folder {log_folder}: {probe} is not writable")
 
 
-def validate_run(args: argparse.Namespace, config: AgentConfig, algo: str, env_name: str, env_id: str, section: str) -> None:
+def validate_run(
+    args: argparse.Namespace, config: AgentConfig, algo: str, env_name: str, env_id: str, section: str
+) -> dict[str, Any] | None:
     """
     Check a new run's whole configuration before its run folder is created: value ranges, the log folder, the
     initial weights file, one env built exactly as training builds it (env_kwargs, frame stack, VecNormalize) and
-    the policy (with its recurrent core) built once on that env's real spaces.
+    the policy (with its recurrent core) built once on that env's real spaces, and ``-i``'s weights loaded into it.
 
     :param args: parsed arguments
     :param config: hyperparameters, budget and n_envs already resolved
@@ -326,6 +455,7 @@ def validate_run(args: argparse.Namespace, config: AgentConfig, algo: str, env_n
     :param env_name: env id or setting name as given
     :param env_id: the training env id
     :param section: the section of ``agents/<algo>.yml`` used
+    :return: ``-i``'s policy weights (None without ``-i``)
     :raises CliError: or ConfigError, one line naming the mistake
     """
     import gymnasium as gym
@@ -346,11 +476,15 @@ def validate_run(args: argparse.Namespace, config: AgentConfig, algo: str, env_n
         given = f" with env_kwargs {config.env_kwargs}" if config.env_kwargs else ""
         raise CliError(f"cannot build env {env_id}{given} ({where}): {_first_line(error)}") from None
     try:
-        policy_class(env.observation_space, env.action_space, lambda _: 1e-3, **policy_kwargs)
-    except (*user_errors, RuntimeError) as error:
-        core_kwargs = config.policy_kwargs.core_kwargs
-        raise CliError(f"invalid policy for {env_id} ({where}, core {ALGOS[algo]!r}, core_kwargs {core_kwargs}): "
-                       f"{_first_line(error)}") from None  # fmt: skip
+        try:
+            policy = policy_class(env.observation_space, env.action_space, lambda _: 1e-3, **policy_kwargs)
+        except (*user_errors, RuntimeError) as error:
+            core_kwargs = config.policy_kwargs.core_kwargs
+            raise CliError(f"invalid policy for {env_id} ({where}, core {ALGOS[algo]!r}, core_kwargs {core_kwargs}): "
+                           f"{_first_line(error)}") from None  # fmt: skip
+        if args.trained_agent is None:
+            return None
+        return read_trained_agent(args.trained_agent, env, policy, args.trust_remote_code)
     finally:
         env.close()
 
@@ -390,8 +524,11 @@ def plan_line(algo: str, env_name: str, env_id: str, config: AgentConfig, seed: 
     target = env_name if env_name == env_id else f"{env_name} ({env_id})"
     evaluation = f"evaluation every {eval_freq:,} steps" if eval_freq > 0 else "no periodic evaluation"
     checkpoints = f"checkpoints every {save_freq:,} steps" if save_freq > 0 else "a checkpoint at the end"
+    rollout = config.n_envs * config.n_steps
+    minibatch = (f" (batch_size {config.batch_size:,} is more than a rollout: each epoch is one minibatch of {rollout:,})"
+                 if config.batch_size > rollout else "")  # fmt: skip
     return (f"Training {algo} ({ALGOS[algo]} core) on {target} for {budget}; {config.n_envs} envs x {config.n_steps} "
-            f"steps per rollout, seed {seed}; {evaluation}, {checkpoints}.")  # fmt: skip
+            f"steps per rollout{minibatch}, seed {seed}; {evaluation}, {checkpoints}.")  # fmt: skip
 
 
 #: One split's summary after training: agent mean return, std, success rate; the uniform-random policy's mean
@@ -492,6 +629,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         RimsDiagnosticsCallback,
         SaveBestModelCallback,
         TrainingInterrupted,
+        nonfinite_distribution,
     )
     from rims_rl.checkpoint import NonFiniteError, remove_tmp_files, resume_model, save_model_atomic
 
@@ -499,33 +637,25 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         raise CliError(f"unknown algo {args.algo!r}; valid: {', '.join(ALGOS)}")
     if args.resume is not None and args.trained_agent is not None:
         raise CliError("--resume and --trained-agent cannot be combined")
+    check_device(args.device)
 
+    # Everything a user can get wrong is checked before anything is written (a new run: before its folder exists).
     resume_from: Path | None = None
+    trained_weights: dict[str, Any] | None = None
     if args.resume is not None:
         run_folder, resume_from = _find_resume_checkpoint(args)
-        saved = yaml.safe_load((run_folder / "args.yml").read_text())
-        raw_config = yaml.safe_load((run_folder / "config.yml").read_text())
+        saved, config = read_run_record(run_folder)
         env_name, algo, seed = saved["env"], saved["algo"], saved["seed"]
         n_envs, n_timesteps = saved["n_envs"], saved["n_timesteps"]
         vec_env = saved["vec_env"]
         eval_freq, save_freq, eval_episodes = saved["eval_freq"], saved["save_freq"], saved["eval_episodes"]
         if args.n_timesteps is not None:
             n_timesteps = args.n_timesteps  # extends the run; schedules then follow the new total
-        from rims_rl.config import _build
-
-        config = _build(AgentConfig, raw_config, str(run_folder / "config.yml"))
         setting, env_id = _resolve_env(env_name)
         done = int(resume_from.name.split("_")[2])
-        if done >= n_timesteps:
+        if done >= n_timesteps and (run_folder / f"{_sanitize(env_id)}.zip").is_file():
             print(f"{run_folder} already finished ({done} of {n_timesteps} timesteps); nothing to do (a larger -n continues)")
             return 0
-        remove_tmp_files(run_folder)
-        if n_timesteps > saved["n_timesteps"]:  # an extension: the run's record says what it is now trained for
-            saved["n_timesteps"] = n_timesteps
-            _write_yaml(run_folder / "args.yml", saved)
-            with open(run_folder / "command.txt", "a") as file:
-                file.write(shlex.join(["rims-train", *argv]) + "\n")
-        print(f"Resuming {run_folder} from {resume_from}")
     else:
         algo = args.algo
         setting, env_id = _resolve_env(args.env)
@@ -537,21 +667,13 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         config.n_timesteps, config.n_envs = n_timesteps, n_envs
         seed, vec_env, eval_episodes = args.seed, args.vec_env, args.eval_episodes
         quick = args.env is None and args.n_timesteps is None and not _overrides_budget(args)
-        # Everything a user can get wrong is checked before anything is created on disk.
-        validate_run(args, config, algo, env_name, env_id, section)
+        trained_weights = validate_run(args, config, algo, env_name, env_id, section)
         _check_vec_env(env_name, vec_env)
         print(plan_line(algo, env_name, env_id, config, seed, eval_freq, save_freq, quick, yaml_budget), flush=True)
-        try:
-            run_folder = new_run_folder(args.log_folder, algo, env_id)
-        except OSError as error:
-            raise CliError(f"cannot create a run folder under {args.log_folder}: {error.strerror or error}") from None
-        print(f"Run folder: {run_folder}", flush=True)
-        _write_yaml(run_folder / "config.yml", config.to_dict())
         saved = dict(vars(args), algo=algo, env=env_name, env_id=env_id, seed=seed, n_envs=n_envs, n_timesteps=n_timesteps,
                      eval_freq=eval_freq, save_freq=save_freq, hyperparams_section=section,
                      setting=setting.name if setting is not None else None)  # fmt: skip
-        _write_yaml(run_folder / "args.yml", saved)
-        (run_folder / "command.txt").write_text(shlex.join(["rims-train", *argv]) + "\n")
+        run_folder = start_run_folder(args.log_folder, algo, env_id, config, saved, argv)
 
     from rims_rl.provenance import record_session  # provenance.yml: the commit of the code that runs this session
     record_session(run_folder)
@@ -569,18 +691,33 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
 
         try:
             model, resume_state = resume_model(resume_from, env, device=args.device, tensorboard_log=tb_root)
-        except (UnsafeCheckpointError, ValueError, OSError) as error:
-            raise CliError(f"--resume: cannot load {resume_from}: {str(error).splitlines()[0]}") from None
+        except (UnsafeCheckpointError, ValueError, OSError, KeyError, TypeError, RecursionError, zipfile.BadZipFile) as error:
+            env.close()
+            raise CliError(f"--resume: cannot load {resume_from}: {_first_line(error)}") from None
+        # the checkpoint is usable: only now is anything in the run folder changed
+        remove_tmp_files(run_folder)
+        if n_timesteps > saved["n_timesteps"]:  # an extension: the run's record says what it is now trained for
+            saved["n_timesteps"] = n_timesteps
+            try:
+                _write_yaml(run_folder / "args.yml", saved)
+                with open(run_folder / "command.txt", "a") as file:
+                    file.write(shlex.join(["rims-train", *argv]) + "\n")
+            except OSError as error:
+                env.close()
+                raise CliError(f"--resume: cannot write in {run_folder}: {_os_error(error)}") from None
+        print(f"Resuming {run_folder} from {resume_from}")
         remaining = n_timesteps - model.num_timesteps
         reset = False
     else:
         model = RecurrentPPO(policy_class, env, policy_kwargs=policy_kwargs, seed=seed, device=args.device,
                              tensorboard_log=tb_root, verbose=args.verbose, **config.ppo_kwargs())  # fmt: skip
-        if args.trained_agent is not None:
-            _load_trained_agent(model, args.trained_agent, args.trust_remote_code)
+        if trained_weights is not None:
+            model.policy.load_state_dict(trained_weights)
         remaining, reset = n_timesteps, True
 
     checkpoints = ResumableCheckpointCallback(save_freq, str(run_folder / "checkpoints"), verbose=args.verbose)
+    if resume_from is not None:
+        checkpoints.last_checkpoint, checkpoints.last_save_timesteps = resume_from, model.num_timesteps
     callbacks: list[Any] = [RimsDiagnosticsCallback(), checkpoints]
     eval_env = None
     if eval_freq > 0:
@@ -595,14 +732,27 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
     previous_handler = signal.signal(signal.SIGINT, checkpoints.handle_sigint)
     status = 0
     try:
-        if remaining > 0:
-            model.learn(remaining, callback=CallbackList(callbacks), tb_log_name=tb_name, reset_num_timesteps=reset,
-                        progress_bar=args.progress)  # fmt: skip
-        if checkpoints.model is None:  # learn() did not run (nothing left to do)
+        try:
+            if remaining > 0:
+                model.learn(remaining, callback=CallbackList(callbacks), tb_log_name=tb_name, reset_num_timesteps=reset,
+                            progress_bar=args.progress)  # fmt: skip
+        except ValueError as error:
+            cause = nonfinite_distribution(error, model)
+            if cause is None:
+                raise
+            raise NonFiniteError(model.num_timesteps, cause, checkpoints.last_checkpoint) from None
+        if getattr(checkpoints, "model", None) is None:  # learn() did not run (nothing left to do)
             checkpoints.init_callback(model)
         checkpoints.num_timesteps = model.num_timesteps
         if checkpoints.last_save_timesteps != model.num_timesteps or checkpoints.last_checkpoint is None:
             checkpoints.save_checkpoint()
+        final = save_model_atomic(model, run_folder / f"{_sanitize(env_id)}.zip")
+        if config.normalize:
+            from rims_rl.checkpoint import save_vecnormalize
+
+            vecnormalize = model.get_vec_normalize_env()
+            assert vecnormalize is not None
+            save_vecnormalize(vecnormalize, run_folder / "vecnormalize.safetensors")
     except TrainingInterrupted as stop:
         print(f"Interrupted at {model.num_timesteps} timesteps; checkpoint: {stop.checkpoint}")
         print(f"Continue with: rims-train --resume {run_folder}")
@@ -611,6 +761,14 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         good = stop.last_good or checkpoints.last_checkpoint
         hint = f"; continue with: rims-train --resume {run_folder}" if good else ""
         print(f"rims-train: error: {NonFiniteError(stop.step, stop.cause, good)}{hint}", file=sys.stderr)
+        status = 1
+    except OSError as error:
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        last = checkpoints.last_checkpoint or "none yet"
+        print(f"rims-train: error: cannot write in {run_folder}: {_os_error(error)}; training stopped at step "
+              f"{model.num_timesteps}, last good checkpoint: {last}; free space or make the folder writable, then: "
+              f"rims-train --resume {run_folder}", file=sys.stderr)  # fmt: skip
         status = 1
     except KeyboardInterrupt:
         last = checkpoints.last_checkpoint or "none yet"
@@ -624,13 +782,6 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         env.close()
         return status
 
-    final = save_model_atomic(model, run_folder / f"{_sanitize(env_id)}.zip")
-    if config.normalize:
-        from rims_rl.checkpoint import save_vecnormalize
-
-        vecnormalize = model.get_vec_normalize_env()
-        assert vecnormalize is not None
-        save_vecnormalize(vecnormalize, run_folder / "vecnormalize.safetensors")
     print(f"\nRun folder: {run_folder}\nFinal model: {final}")
     print(f"TensorBoard: tensorboard --logdir {tb_root}")
     n_episodes = heldout_episodes(args.heldout_episodes, setting)
@@ -648,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     Entry point of ``rims-train`` and ``python train.py``.
 
     :param argv: arguments (None: ``sys.argv[1:]``)
-    :return: exit code (0 ok, 2 user error, 130 interrupted)
+    :return: exit code (0 ok, 1 training stopped: a non-finite value or a failed write, 2 user error, 130 interrupted)
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
