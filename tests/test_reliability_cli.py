@@ -307,7 +307,7 @@ def test_14_failed_write_mid_run(
     code = main([*STRAIGHT, "-f", str(logs)])
     run = logs / "rims_ppo" / f"{ENV}_1"
     last = "rl_model_256_steps.zip" if fails == f"{ENV}.zip" else "rl_model_128_steps.zip"
-    _refused(capsys, code, str(run), fails, last, f"--resume {run}", status=1)
+    _refused(capsys, code, str(run), fails, last, f"--resume {run}", status=2)
     assert not (run / f"{ENV}.zip").exists()
     monkeypatch.setattr(checkpoint_module, "atomic_write", original)
     # nothing lost: --resume finishes the run as if nothing had happened

@@ -675,8 +675,6 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
                      setting=setting.name if setting is not None else None)  # fmt: skip
         run_folder = start_run_folder(args.log_folder, algo, env_id, config, saved, argv)
 
-    from rims_rl.provenance import record_session  # provenance.yml: the commit of the code that runs this session
-    record_session(run_folder)
     if args.num_threads > 0:
         th.set_num_threads(args.num_threads)
     set_random_seed(seed)
@@ -714,6 +712,9 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         if trained_weights is not None:
             model.policy.load_state_dict(trained_weights)
         remaining, reset = n_timesteps, True
+    from rims_rl.provenance import record_session  # provenance.yml: the commit of the code that runs this session
+
+    record_session(run_folder)  # once the model is ready: a refused resume changes nothing in the run folder
 
     checkpoints = ResumableCheckpointCallback(save_freq, str(run_folder / "checkpoints"), verbose=args.verbose)
     if resume_from is not None:
@@ -769,7 +770,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
         print(f"rims-train: error: cannot write in {run_folder}: {_os_error(error)}; training stopped at step "
               f"{model.num_timesteps}, last good checkpoint: {last}; free space or make the folder writable, then: "
               f"rims-train --resume {run_folder}", file=sys.stderr)  # fmt: skip
-        status = 1
+        status = 2
     except KeyboardInterrupt:
         last = checkpoints.last_checkpoint or "none yet"
         print(f"\nStopped at once; last complete checkpoint: {last}")
@@ -799,7 +800,8 @@ def main(argv: list[str] | None = None) -> int:
     Entry point of ``rims-train`` and ``python train.py``.
 
     :param argv: arguments (None: ``sys.argv[1:]``)
-    :return: exit code (0 ok, 1 training stopped: a non-finite value or a failed write, 2 user error, 130 interrupted)
+    :return: exit code (0 ok, 1 training stopped on a non-finite value, 2 a user error or a failed write to fix,
+        130 interrupted)
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
