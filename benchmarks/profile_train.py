@@ -21,20 +21,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's rims_rl, not an installed one
 
-# phase -> (indent, list of (file suffix, function name) whose cumulative times add up to it)
-PHASES: list[tuple[str, int, list[tuple[str, str]]]] = [
+# phase -> (indent, list of (file suffix, function name[, caller name]) whose cumulative times add up to it; with a
+# caller name, only the time of the calls made by that function)
+PHASES: list[tuple[str, int, list[tuple[str, ...]]]] = [
     ("learn()", 0, [("on_policy_algorithm.py", "learn")]),
     ("rollout (collect_rollouts)", 1, [("ppo_recurrent.py", "collect_rollouts"), ("algos.py", "collect_rollouts")]),
     ("env.step (VecEnv)", 2, [("base_vec_env.py", "step")]),
     ("policy call (forward, no grad)", 2, [("recurrent/policies.py", "forward")]),
+    ("feature extractor", 3, [("policies.py", "extract_features", "forward")]),
+    ("core (_process_sequence)", 3, [("policies.py", "_process_sequence", "forward")]),
     ("buffer.add (states copied out)", 2, [("recurrent/buffers.py", "add")]),
     ("callbacks (on_step)", 2, [("callbacks.py", "on_step")]),
     ("GAE (compute_returns_and_advantage)", 2, [("buffers.py", "compute_returns_and_advantage")]),
     ("PPO update (train)", 1, [("ppo_recurrent.py", "train")]),
     ("minibatching + padding (buffer.get)", 2, [("recurrent/buffers.py", "get"), ("rims_rl/buffers.py", "get")]),
     ("evaluate_actions (forward)", 2, [("policies.py", "evaluate_actions")]),
-    ("feature extractor", 3, [("policies.py", "extract_features")]),
-    ("core forward (_process_sequence)", 3, [("policies.py", "_process_sequence")]),
+    ("feature extractor", 3, [("policies.py", "extract_features", "evaluate_actions")]),
+    ("core forward (_process_sequence)", 3, [("policies.py", "_process_sequence", "evaluate_actions")]),
     ("backward (autograd, core backward included)", 2, [("_tensor.py", "backward")]),
     ("optimizer step", 2, [("optimizer.py", "wrapper")]),
     ("grad-norm clip", 2, [("clip_grad.py", "clip_grad_norm_")]),
@@ -68,9 +71,12 @@ def phase_table(stats: pstats.Stats) -> list[tuple[str, int, float]]:
     for name, indent, functions in PHASES:
         total = 0.0
         for (file, _line, func), (_cc, _nc, _tt, ct, callers) in raw.items():
-            if any(file.endswith(suffix) and func == fn for suffix, fn in functions):
-                # count a recursive/nested function once: only calls from outside the same phase
-                if not any(any(c[0].endswith(s) and c[2] == f for s, f in functions) for c in callers):
+            for suffix, fn, *caller in functions:
+                if not (file.endswith(suffix) and func == fn):
+                    continue
+                if caller:  # only the calls made by that caller
+                    total += sum(c_stats[3] for c, c_stats in callers.items() if c[2] == caller[0])
+                elif not any(c[0].endswith(suffix) and c[2] == fn for c in callers):  # a nested call counts once
                     total += ct
         rows.append((name, indent, total))
     return rows

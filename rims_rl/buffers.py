@@ -12,8 +12,8 @@ each row goes in the core's (time, lane) grid:
   resets the state where a packed sequence begins (every packed sequence but a lane's first starts an episode).
   A sequence that does not start an episode (its state comes from the rollout: an env change, a truncation cut)
   always begins a lane, with the state stored for that step.
-- ``"sequences"`` (LSTM/GRU): one lane per sequence, as sb3-contrib, with each lane's length, so that a torch RNN
-  runs them as a packed sequence (no work on padding).
+- ``"sequences"`` (LSTM/GRU): one lane per sequence, as sb3-contrib pads them (a torch RNN then runs the grid in
+  one fused call); only the core sees the padding.
 
 Either way every row sees the same initial state, the same inputs and the same resets as in sb3-contrib's padded
 layout, no gradient crosses a reset, and padded rows never reach the loss, so the losses and gradients are
@@ -87,16 +87,12 @@ class SequenceLayout:
     :param cells: (n_rows,) int64: the grid cell of each minibatch row (``t * n_lanes + lane``)
     :param n_steps: time steps of the grid
     :param n_lanes: lanes of the grid
-    :param lengths: (n_lanes,) int64 CPU tensor of each lane's real steps (padding follows them)
-    :param packed: whether each lane holds one sequence (``"sequences"``): no reset inside a lane
     """
 
     rows: th.Tensor
     cells: th.Tensor
     n_steps: int
     n_lanes: int
-    lengths: th.Tensor
-    packed: bool
 
 
 class LaidOutState(tuple):
@@ -179,14 +175,12 @@ class _TruncatedMixin:
         """:return: the layout of the minibatch ``batch_inds`` and the minibatch position of each lane's first row."""
         episode_start = self.episode_starts[batch_inds].reshape(-1) > 0
         starts = np.logical_or(episode_start, env_change[batch_inds].reshape(-1) > 0)
-        rows, cells, n_lanes, lengths = sequence_layout(sequence_cuts(starts, self.seq_len), episode_start, self.layout == "lanes")
+        rows, cells, n_lanes, _ = sequence_layout(sequence_cuts(starts, self.seq_len), episode_start, self.layout == "lanes")
         layout = SequenceLayout(
             rows=th.as_tensor(rows, device=self.device),
             cells=th.as_tensor(cells, device=self.device),
             n_steps=rows.size // n_lanes,
             n_lanes=n_lanes,
-            lengths=th.as_tensor(lengths),
-            packed=self.layout == "sequences",
         )
         return layout, rows[:n_lanes]
 

@@ -396,7 +396,8 @@ class RimsRecurrentPolicy(RecurrentActorCriticPolicy):
         """
         :return: how the rollout buffer of rims_rl's RecurrentPPO lays out training sequences for this policy's
             core (:mod:`rims_rl.buffers`): ``"lanes"`` for RIMs (resets inside the core are cheap), ``"sequences"``
-            for the torch RNNs (packed sequences)
+            for the torch RNNs (one fused call over the sequences as sb3-contrib pads them; a reset inside would
+            cut that call, and torch's packed sequences measured slower on CPU)
         """
         return "lanes" if self.core_name == "rims" else "sequences"
 
@@ -441,12 +442,7 @@ def _process_laid_out(
     grid = (layout.n_steps, layout.n_lanes)
     x = th.cat([features, features.new_zeros(1, features.shape[1])])[layout.rows].view(*grid, -1)
     starts = th.cat([episode_starts, episode_starts.new_zeros(1)])[layout.rows].view(grid)
-    state = (lstm_states[0], lstm_states[1])
-    forward_lengths = getattr(core, "forward_lengths", None)  # the torch RNN cores: packed sequences
-    if layout.packed and forward_lengths is not None:
-        output, states = forward_lengths(x, state, starts, layout.lengths)
-    else:
-        output, states = core(x, state, starts)
+    output, states = core(x, (lstm_states[0], lstm_states[1]), starts)
     return output.reshape(layout.n_steps * layout.n_lanes, -1)[layout.cells], states
 
 

@@ -79,26 +79,6 @@ class _TorchRNNCore(nn.Module):
             outputs.append(out)
         return th.cat(outputs), (h, c)
 
-    def forward_lengths(
-        self, x: th.Tensor, state: tuple[th.Tensor, th.Tensor], episode_starts: th.Tensor, lengths: th.Tensor
-    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
-        """
-        Sequences of different lengths in one packed call of the torch RNN (no work on the padding after each).
-
-        :param x: (seq_len, batch, input_size), sequence ``b`` in ``x[:lengths[b], b]``, padding after it
-        :param state: (h, c), each (num_layers, batch, hidden_size)
-        :param episode_starts: (seq_len, batch); only the first step may start an episode (that state is zeroed)
-        :param lengths: (batch,) int64 CPU tensor, each >= 1
-        :return: output (seq_len, batch, hidden_size), zero on the padding, and the states after each sequence's end
-        """
-        h, c = state
-        mask = episode_starts[0].ne(0).view(1, -1, 1)
-        h = h.masked_fill(mask, 0.0)
-        c = c.masked_fill(mask, 0.0) if self.has_cell_state else c
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
-        out, h, c = self._run(packed, h, c)  # type: ignore[arg-type]
-        return nn.utils.rnn.pad_packed_sequence(out, total_length=x.shape[0])[0], (h, c)
-
 
 class LSTMCore(_TorchRNNCore):
     """The LSTM baseline: ``nn.LSTM`` with episode-start resets. See :class:`_TorchRNNCore`."""
