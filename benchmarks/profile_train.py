@@ -2,6 +2,7 @@
 
     python benchmarks/profile_train.py --env minatar-breakout --algo rims_ppo --steps 16384
     python benchmarks/profile_train.py --env gridworld-pickup --algo lstm_ppo --steps 8192 --stock
+    PYTHONPATH=/tmp/perf-before python benchmarks/profile_train.py --stock   # another checkout's package
 
 The model, env and hyperparameters are those of ``rims-train --env ENV --algo ALGO`` (agents/*.yml, one torch
 thread, DummyVecEnv); ``--stock`` trains with sb3-contrib's own RecurrentPPO class (its buffer and padded
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's rims_rl, not an installed one
+if not os.environ.get("PYTHONPATH"):  # this checkout's rims_rl, unless PYTHONPATH names one (e.g. an older commit's)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # phase -> (indent, list of (file suffix, function name[, caller name]) whose cumulative times add up to it; with a
 # caller name, only the time of the calls made by that function)
@@ -103,8 +106,11 @@ def main() -> None:
     stats = pstats.Stats(profiler)
     rows = phase_table(stats)
     learn = rows[0][2]
+    import rims_rl
+
     cls = "sb3_contrib.RecurrentPPO" if args.stock else "rims_rl.RecurrentPPO"
-    print(f"{args.env} {args.algo} ({cls}), {args.steps} steps, CPU time under cProfile: {learn:.2f} s")
+    package = Path(rims_rl.__file__).parent.parent
+    print(f"{args.env} {args.algo} ({cls}, rims_rl from {package}), {args.steps} steps, CPU time under cProfile: {learn:.2f} s")
     print("| phase | CPU s | share of learn |")
     print("| --- | ---: | ---: |")
     for name, indent, seconds in rows:
