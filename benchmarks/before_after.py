@@ -82,7 +82,17 @@ def child(setting: str, agent: str, steps: int, seed: int) -> dict[str, Any]:
 def spawn(setting: str, agent: str, steps: int, seed: int, before: Path) -> dict[str, Any]:
     checkout = before if agent.endswith("_before") else ROOT
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", setting, agent, "--steps", str(steps), "--seed", str(seed)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        setting,
+        agent,
+        "--steps",
+        str(steps),
+        "--seed",
+        str(seed),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=checkout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{setting}/{agent} failed:\n{proc.stderr[-3000:]}")
@@ -150,7 +160,9 @@ def main() -> None:
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(dict(args=vars(args) | {"before": str(args.before), "out": str(args.out)}, runs=runs), indent=1) + "\n")
+        args.out.with_suffix(".json").write_text(
+            json.dumps(dict(args=vars(args) | {"before": str(args.before), "out": str(args.out)}, runs=runs), indent=1) + "\n"
+        )
         args.out.with_suffix(".md").write_text(table)
 
 

@@ -110,7 +110,9 @@ def main() -> None:
 
     cls = "sb3_contrib.RecurrentPPO" if args.stock else "rims_rl.RecurrentPPO"
     package = Path(rims_rl.__file__).parent.parent
-    print(f"{args.env} {args.algo} ({cls}, rims_rl from {package}), {args.steps} steps, CPU time under cProfile: {learn:.2f} s")
+    print(
+        f"{args.env} {args.algo} ({cls}, rims_rl from {package}), {args.steps} steps, CPU time under cProfile: {learn:.2f} s"
+    )
     print("| phase | CPU s | share of learn |")
     print("| --- | ---: | ---: |")
     for name, indent, seconds in rows:

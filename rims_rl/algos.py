@@ -87,5 +87,7 @@ class RecurrentPPO(_SB3ContribRecurrentPPO):
             gae_lambda=self.gae_lambda,
             n_envs=self.n_envs,
             seq_len=self.seq_len,
-            layout=None if self.pad_sequences or not isinstance(self.policy, RimsRecurrentPolicy) else self.policy.sequence_layout(),
+            layout=None
+            if self.pad_sequences or not isinstance(self.policy, RimsRecurrentPolicy)
+            else self.policy.sequence_layout(),
         )

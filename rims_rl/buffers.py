@@ -106,7 +106,9 @@ class LaidOutState(tuple):
         return self
 
 
-def sequence_layout(seq_start: np.ndarray, episode_start: np.ndarray, lanes: bool) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+def sequence_layout(
+    seq_start: np.ndarray, episode_start: np.ndarray, lanes: bool
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """
     Place the sequences of a minibatch in a (time, lane) grid.
 
