@@ -2,7 +2,7 @@
 Breakout and the gridworld, for rims_rl at two commits ("before" and "after"), as ratios.
 
     git archive 539d65c | (mkdir -p /tmp/perf-before && tar -x -C /tmp/perf-before)
-    python benchmarks/before_after.py --before /tmp/perf-before --steps 8192 --rounds 3
+    python benchmarks/before_after.py --before /tmp/perf-before --steps 2048 --rounds 2
 
 Every measurement is a fresh child process with one torch thread that builds the env, the hyperparameters and the
 policy exactly as ``rims-train --env ENV --algo ALGO`` of its checkout does (agents/*.yml; DummyVecEnv), runs one
