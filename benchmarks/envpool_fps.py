@@ -42,8 +42,8 @@ def child(path: str, game: str, n_envs: int, steps: int, train: str | None = Non
 
     if train is not None:
         import torch as th
-        from sb3_contrib import RecurrentPPO
 
+        from rims_rl.algos import RecurrentPPO
         from rims_rl.cli.train import build_policy, make_training_env
         from rims_rl.config import load_agent_config
         from rims_rl.envs.atari import atari_id

@@ -31,7 +31,7 @@ def child(algo: str, game: str, steps: int, seed: int) -> float:
     :return: training steps per second of ``model.learn(steps)``
     """
     import torch as th
-    from sb3_contrib import RecurrentPPO
+    from rims_rl.algos import RecurrentPPO
 
     from rims_rl.cli.train import build_policy, make_training_env
     from rims_rl.config import load_agent_config

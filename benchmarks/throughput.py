@@ -41,8 +41,8 @@ AGENTS = {
     "stock": "sb3-contrib RecurrentPPO, stock Cnn/MlpLstmPolicy (shared LSTM)",
     "stockdef": "sb3-contrib RecurrentPPO, stock Cnn/MlpLstmPolicy, default arrangement (separate actor and critic LSTMs)",
     "ppo": "SB3 PPO CnnPolicy, 4-frame stack (gridworld: MiniGridCNN, no stack)",
-    "lstm": "rims_rl LSTM-PPO: RecurrentPPO + CnnRimsPolicy(core='lstm')",
-    "rims": "rims_rl RIMs-PPO: RecurrentPPO + CnnRimsPolicy(core='rims')",
+    "lstm": "rims_rl LSTM-PPO: rims_rl.RecurrentPPO + CnnRimsPolicy(core='lstm')",
+    "rims": "rims_rl RIMs-PPO: rims_rl.RecurrentPPO + CnnRimsPolicy(core='rims')",
 }
 DEFAULT_AGENTS = ["stock", "stockdef", "ppo", "lstm_sp", "rims_sp", "rims_sp_ag"]
 SETTINGS = ("atari", "gridworld")
@@ -158,7 +158,7 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
 
     import rims_rl
 
-    from rims_rl.algos import RecurrentPPO as TruncatedRecurrentPPO
+    from rims_rl.algos import RecurrentPPO as PackageRecurrentPPO
     from rims_rl.torch_layers import MiniGridCNN
 
     base, seq_len, skip, path = _parse_agent(agent)
@@ -187,9 +187,8 @@ def _make_model(setting: str, agent: str, env: Any, seed: int) -> Any:
     policy_kwargs = dict(extractor, net_arch=net_arch, core=base, core_kwargs=core_kwargs)
     # "_sp": the policy's skip_padding (the extractor runs once for all of sb3-contrib's all-zero padding rows)
     policy_kwargs["skip_padding"] = skip
-    if seq_len is None:
-        return RecurrentPPO(policy_cls, env, policy_kwargs=policy_kwargs, **kwargs)
-    return TruncatedRecurrentPPO(policy_cls, env, policy_kwargs=policy_kwargs, seq_len=seq_len, **kwargs)
+    # the package's class, as rims-train uses it (unpadded minibatches; seq_len cuts with "_t<L>")
+    return PackageRecurrentPPO(policy_cls, env, policy_kwargs=policy_kwargs, seq_len=seq_len, **kwargs)
 
 
 def _rss_mib() -> float:

@@ -21,6 +21,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Combine
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from rims_rl.buffers import LaidOutState
 from rims_rl.nn import GRUCore, LSTMCore, make_core
 
 __all__ = [
@@ -376,17 +377,29 @@ class RimsRecurrentPolicy(RecurrentActorCriticPolicy):
         """
         Run the core over padded sequences in one call; episode starts reset the state inside the core.
 
-        :param features: (n_seq * seq_len, features_dim), sequence-major as the rollout buffer lays it out
+        :param features: (n_seq * seq_len, features_dim), sequence-major as sb3-contrib's rollout buffer lays it out;
+            or, with a :class:`~rims_rl.buffers.LaidOutState`, the unpadded rows of a minibatch in its layout
         :param lstm_states: (h, c), each (n_layers, n_seq, hidden_size)
         :param episode_starts: (n_seq * seq_len,)
         :param lstm: the core
         :return: core output (n_seq * seq_len, hidden_size) and the final (h, c)
         """
+        if isinstance(lstm_states, LaidOutState):
+            return _process_laid_out(features, lstm_states, episode_starts, lstm)
         n_seq = lstm_states[0].shape[1]
         features_sequence = features.reshape((n_seq, -1, features.shape[-1])).swapaxes(0, 1)
         starts = episode_starts.reshape((n_seq, -1)).swapaxes(0, 1)
         output, states = lstm(features_sequence, lstm_states, starts)
         return th.flatten(output.transpose(0, 1), start_dim=0, end_dim=1), states
+
+    def sequence_layout(self) -> str:
+        """
+        :return: how the rollout buffer of rims_rl's RecurrentPPO lays out training sequences for this policy's
+            core (:mod:`rims_rl.buffers`): ``"lanes"`` for RIMs (resets inside the core are cheap), ``"sequences"``
+            for the torch RNNs (one fused call over the sequences as sb3-contrib pads them; a reset inside would
+            cut that call, and torch's packed sequences measured slower on CPU)
+        """
+        return "lanes" if self.core_name == "rims" else "sequences"
 
     def evaluate_actions(  # type: ignore[override]
         self, obs: th.Tensor, actions: th.Tensor, lstm_states: RNNStates, episode_starts: th.Tensor
@@ -411,6 +424,26 @@ class RimsRecurrentPolicy(RecurrentActorCriticPolicy):
         distribution = self._get_action_dist_from_latent(latent_pi)
         entropy = cast(th.Tensor, distribution.entropy())  # every action distribution of a Discrete/Box space has one
         return self.value_net(latent_vf), distribution.log_prob(actions), entropy
+
+
+def _process_laid_out(
+    features: th.Tensor, lstm_states: LaidOutState, episode_starts: th.Tensor, core: nn.Module
+) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
+    """
+    Run the core over an unpadded minibatch placed in its (time, lane) grid (see :mod:`rims_rl.buffers`).
+
+    :param features: (n_rows, features_dim) in minibatch order
+    :param lstm_states: each lane's initial (h, c), (n_layers, n_lanes, hidden_size), with the layout
+    :param episode_starts: (n_rows,)
+    :param core: the core
+    :return: core output (n_rows, hidden_size) in minibatch order, and the states after the grid's last step
+    """
+    layout = lstm_states.layout
+    grid = (layout.n_steps, layout.n_lanes)
+    x = th.cat([features, features.new_zeros(1, features.shape[1])])[layout.rows].view(*grid, -1)
+    starts = th.cat([episode_starts, episode_starts.new_zeros(1)])[layout.rows].view(grid)
+    output, states = core(x, (lstm_states[0], lstm_states[1]), starts)
+    return output.reshape(layout.n_steps * layout.n_lanes, -1)[layout.cells], states
 
 
 def _critic_layout(

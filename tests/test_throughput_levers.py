@@ -64,9 +64,11 @@ def test_sequence_cuts_split_only_sequences_longer_than_seq_len_counting_from_th
     assert sequence_cuts(starts, 1).all()
 
 
+@pytest.mark.parametrize("pad_sequences", [True, False])
 @pytest.mark.parametrize("seq_len", [None, 5, 3])
-def test_truncated_sequences_start_from_stored_states(seq_len):
-    """Before any update, every minibatch reproduces the rollout's log-probs; no sequence is longer than seq_len."""
+def test_truncated_sequences_start_from_stored_states(seq_len, pad_sequences):
+    """Before any update, every minibatch reproduces the rollout's log-probs; no padded sequence is longer than seq_len
+    (unpadded minibatches: tests/test_unpadded_update.py compares them with the padded ones)."""
     env = make_vec_env(lambda: CueRecallEnv(n_cues=3, delay=4), n_envs=4, seed=0)
     model = RecurrentPPO(
         MlpRimsPolicy,
@@ -74,6 +76,7 @@ def test_truncated_sequences_start_from_stored_states(seq_len):
         n_steps=16,
         batch_size=32,
         seq_len=seq_len,
+        pad_sequences=pad_sequences,
         seed=0,
         device="cpu",
         policy_kwargs=dict(net_arch=[16], core="rims", core_kwargs=SMALL_RIMS),
@@ -85,7 +88,7 @@ def test_truncated_sequences_start_from_stored_states(seq_len):
     with th.no_grad():
         for data in model.rollout_buffer.get(32):
             n_seq = data.lstm_states.pi[0].shape[1]
-            if seq_len is not None:
+            if seq_len is not None and pad_sequences:
                 assert data.observations.shape[0] // n_seq <= seq_len
             mask = data.mask > 1e-8
             _, log_prob, _ = model.policy.evaluate_actions(

@@ -619,7 +619,7 @@ def train(args: argparse.Namespace, argv: list[str]) -> int:  # noqa: C901
     :return: exit code
     """
     import torch as th
-    from sb3_contrib import RecurrentPPO
+    from rims_rl.algos import RecurrentPPO
     from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.utils import set_random_seed
 
